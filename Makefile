@@ -8,13 +8,13 @@ include config.mk
 
 BIN =
 MAN8 =
-LIBOBJ = lib/log.o lib/util.o lib/key.o
-HDR = lib/hatrio.h
+LIBOBJ = lib/log.o lib/util.o lib/key.o lib/gi.o
+HDR = lib/hatrio.h lib/gi.h
 LIB = lib/libhatrio.a
 
 # test tools and C unit tests, built by "make tests" and "make check"
 TESTBIN = t/wanproxy t/libcheck
-UNIT = t/unit/util
+UNIT = t/unit/util t/unit/gi
 
 all: $(BIN)
 
