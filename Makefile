@@ -8,13 +8,13 @@ include config.mk
 
 BIN =
 MAN8 =
-LIBOBJ = lib/log.o lib/util.o lib/key.o lib/gi.o
-HDR = lib/hatrio.h lib/gi.h
+LIBOBJ = lib/log.o lib/util.o lib/key.o lib/gi.o lib/savefile.o
+HDR = lib/hatrio.h lib/gi.h lib/savefile.h
 LIB = lib/libhatrio.a
 
 # test tools and C unit tests, built by "make tests" and "make check"
 TESTBIN = t/wanproxy t/libcheck
-UNIT = t/unit/util t/unit/gi
+UNIT = t/unit/util t/unit/gi t/unit/savefile
 
 all: $(BIN)
 
