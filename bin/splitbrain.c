@@ -1,9 +1,11 @@
 /* See LICENSE file for copyright and license details. */
 /*
- * splitbrain: keep a split brain from losing anything.  This part of the
- * program handles save files: it copies a victim's diverging blocks into a
- * checksummed save file before anything overwrites them, lists a save
- * file, and puts the blocks back onto a copy of the device.
+ * splitbrain: decide, from two nodes' generation identifiers, whether they
+ * diverged and which way to resync; apply a recovery policy; and keep a
+ * split brain from losing anything: copy a victim's diverging blocks into
+ * a checksummed save file before anything overwrites them, list a save
+ * file, and put the blocks back onto a copy of the device.  The decisions
+ * are lib/gi.c's, the same code blkmirror runs when peers reconnect.
  */
 #include <sys/ioctl.h>
 #include <sys/stat.h>
@@ -21,12 +23,34 @@
 
 #include <sodium.h>
 
+#include "gi.h"
 #include "hatrio.h"
 #include "savefile.h"
 
 #define RANGE_MAX	(4u << 20)	/* bytes per save record at most */
 
+#define KV_MAX		512	/* key=value lines in one node's description */
+
+struct kv {
+	char		*key, *val;
+};
+
+struct nodeinfo {
+	const char	*path;
+	struct kv	 kv[KV_MAX];
+	size_t		 n;
+	const char	*name;
+	uint32_t	 block_size;
+};
+
 static void	 usage(void) __attribute__((noreturn));
+static void	 node_read(struct nodeinfo *, const char *);
+static const char *node_get(const struct nodeinfo *, const char *);
+static uint64_t	 node_hex(const struct nodeinfo *, const char *, int);
+static void	 node_view(const struct nodeinfo *, const struct nodeinfo *,
+		    struct gi_view *);
+static int	 cmd_verdict(int, char **);
+static int	 cmd_policy(int, char **);
 static uint64_t	 dev_size(int, const char *);
 static int	 cmd_save(int, char **);
 static int	 cmd_restore(int, char **);
@@ -38,7 +62,10 @@ static void
 usage(void)
 {
 	fprintf(stderr,
-	    "usage: splitbrain save [-g generation] [-n node] -o savefile "
+	    "usage: splitbrain [verdict] node-a node-b\n"
+	    "       splitbrain policy [-0 policy] [-1 policy] [-2 policy] "
+	    "node-a node-b\n"
+	    "       splitbrain save [-g generation] [-n node] -o savefile "
 	    "device\n"
 	    "       splitbrain restore savefile device\n"
 	    "       splitbrain show savefile\n");
@@ -62,6 +89,254 @@ dev_size(int fd, const char *path)
 		errx(EXIT_USAGE, "%s: not a regular file or block device",
 		    path);
 	return (uint64_t)st.st_size;
+}
+
+/*
+ * node_read: one node's description, as "blkmirror dump" or "blkmirror
+ * ctl SOCKET status" print it: key=value lines.  "-" is standard input.
+ */
+static void
+node_read(struct nodeinfo *ni, const char *path)
+{
+	FILE	*fp;
+	char	 line[1024], *eq, *nl;
+	size_t	 lineno = 0;
+	uint64_t v;
+
+	memset(ni, 0, sizeof(*ni));
+	ni->path = path;
+	if (strcmp(path, "-") == 0) {
+		fp = stdin;
+		ni->path = "stdin";
+	} else if ((fp = fopen(path, "r")) == NULL)
+		err(EXIT_SYS, "%s", path);
+	while (fgets(line, sizeof(line), fp) != NULL) {
+		lineno++;
+		if ((nl = strchr(line, '\n')) != NULL)
+			*nl = '\0';
+		else if (!feof(fp))
+			errx(EXIT_USAGE, "%s:%zu: line too long", ni->path,
+			    lineno);
+		if (line[0] == '\0' || line[0] == '#')
+			continue;
+		if ((eq = strchr(line, '=')) == NULL || eq == line)
+			errx(EXIT_USAGE, "%s:%zu: not a key=value line: %s",
+			    ni->path, lineno, line);
+		if (ni->n == KV_MAX)
+			errx(EXIT_USAGE, "%s: more than %d lines", ni->path,
+			    KV_MAX);
+		*eq = '\0';
+		if ((ni->kv[ni->n].key = strdup(line)) == NULL ||
+		    (ni->kv[ni->n].val = strdup(eq + 1)) == NULL)
+			err(EXIT_SYS, "strdup");
+		ni->n++;
+	}
+	if (ferror(fp))
+		err(EXIT_SYS, "%s", ni->path);
+	if (fp != stdin)
+		fclose(fp);
+	if ((ni->name = node_get(ni, "node")) == NULL || *ni->name == '\0')
+		errx(EXIT_USAGE, "%s: no node= line: not a blkmirror dump or "
+		    "status", ni->path);
+	if (strlen(ni->name) >= GI_NAME_MAX)
+		errx(EXIT_USAGE, "%s: node name too long", ni->path);
+	if (node_get(ni, "gi_current") == NULL)
+		errx(EXIT_USAGE, "%s: no gi_current= line: not a blkmirror "
+		    "dump or status", ni->path);
+	ni->block_size = 4096;
+	if (node_get(ni, "block_size") != NULL) {
+		if (parse_size(node_get(ni, "block_size"), &v) != NULL ||
+		    v == 0 || v > 1 << 20)
+			errx(EXIT_USAGE, "%s: bad block_size=%s", ni->path,
+			    node_get(ni, "block_size"));
+		ni->block_size = v;
+	}
+}
+
+static const char *
+node_get(const struct nodeinfo *ni, const char *key)
+{
+	size_t	i;
+
+	for (i = 0; i < ni->n; i++)
+		if (strcmp(ni->kv[i].key, key) == 0)
+			return ni->kv[i].val;
+	return NULL;
+}
+
+/* a hexadecimal identifier; with idx >= 0, that item of a comma list */
+static uint64_t
+node_hex(const struct nodeinfo *ni, const char *key, int idx)
+{
+	const char	*s = node_get(ni, key), *p;
+	char		*end;
+	uint64_t	 v;
+
+	if (s == NULL)
+		return 0;
+	for (p = s; idx > 0; idx--)
+		if ((p = strchr(p, ',')) == NULL)
+			return 0;
+		else
+			p++;
+	errno = 0;
+	v = strtoull(p, &end, 16);
+	if (end == p || errno != 0 || (*end != '\0' && *end != ','))
+		errx(EXIT_USAGE, "%s: %s=%s: not a hexadecimal generation "
+		    "identifier", ni->path, key, s);
+	return v;
+}
+
+/* What self knows, as seen when it compares itself with peer. */
+static void
+node_view(const struct nodeinfo *self, const struct nodeinfo *peer,
+    struct gi_view *v)
+{
+	char		 key[128];
+	const char	*s;
+	uint64_t	 oos = 0;
+	int		 i;
+
+	memset(v, 0, sizeof(*v));
+	strcpy(v->name, self->name);
+	v->current = node_hex(self, "gi_current", -1);
+	for (i = 0; i < GI_HISTORY; i++)
+		v->history[i] = node_hex(self, "gi_history", i);
+	snprintf(key, sizeof(key), "peer.%s.bitmap_gi", peer->name);
+	v->bitmap = node_hex(self, key, -1);
+	v->primary = (s = node_get(self, "role")) != NULL &&
+	    strcmp(s, "primary") == 0;
+	v->crashed_primary = v->primary && (s = node_get(self, "clean")) !=
+	    NULL && strcmp(s, "0") == 0;
+	if ((s = node_get(self, "promoted_at")) != NULL)
+		v->promoted_at = strtoull(s, NULL, 10);
+	snprintf(key, sizeof(key), "peer.%s.oos_bytes", peer->name);
+	if ((s = node_get(self, key)) != NULL)
+		oos = strtoull(s, NULL, 10);
+	v->changes = (oos + self->block_size - 1) / self->block_size;
+}
+
+/*
+ * verdict: one stable line and an exit status per verdict:
+ *	in-sync nodes=A,B				0
+ *	resync source=A target=B full=0|1 al=A|B|-	2
+ *	split-brain nodes=A,B full=0|1			3
+ *	unrelated nodes=A,B				4
+ * followed by reason="..." on the same line.
+ */
+static int
+cmd_verdict(int argc, char *argv[])
+{
+	struct nodeinfo		*a, *b;
+	struct gi_view		 va, vb;
+	struct gi_decision	 d;
+	const char		*al = "-";
+
+	if (argc != 3)
+		usage();
+	if (strcmp(argv[1], "-") == 0 && strcmp(argv[2], "-") == 0)
+		errx(EXIT_USAGE, "only one node can come from standard input");
+	if ((a = malloc(sizeof(*a))) == NULL ||
+	    (b = malloc(sizeof(*b))) == NULL)
+		err(EXIT_SYS, "malloc");
+	node_read(a, argv[1]);
+	node_read(b, argv[2]);
+	if (strcmp(a->name, b->name) == 0)
+		errx(EXIT_USAGE, "both describe node %s", a->name);
+	node_view(a, b, &va);
+	node_view(b, a, &vb);
+	gi_decide(&va, &vb, &d);
+	if (d.al_self)
+		al = a->name;
+	else if (d.al_peer)
+		al = b->name;
+	switch (d.verdict) {
+	case GI_IN_SYNC:
+		printf("in-sync nodes=%s,%s reason=\"%s\"\n", a->name,
+		    b->name, d.why);
+		return 0;
+	case GI_SOURCE:
+	case GI_TARGET:
+		printf("resync source=%s target=%s full=%d al=%s "
+		    "reason=\"%s\"\n", d.verdict == GI_SOURCE ? a->name :
+		    b->name, d.verdict == GI_SOURCE ? b->name : a->name, d.full,
+		    al, d.why);
+		return 2;
+	case GI_SPLIT_BRAIN:
+		printf("split-brain nodes=%s,%s full=%d reason=\"%s\"\n",
+		    a->name, b->name, d.full, d.why);
+		return 3;
+	case GI_UNRELATED:
+		printf("unrelated nodes=%s,%s reason=\"%s\"\n", a->name,
+		    b->name, d.why);
+		return 4;
+	}
+	return EXIT_SYS;
+}
+
+/*
+ * policy: after a split brain, which node is the victim?  The policy is
+ * chosen by the number of primaries among the two, as DRBD's after-sb-0pri,
+ * -1pri and -2pri.  Prints "victim=B survivor=A policy=P reason=..." and
+ * exits 0, or "undecided ..." and exits 1 when a person must decide.
+ */
+static int
+cmd_policy(int argc, char *argv[])
+{
+	struct gi_policy_spec	 pol[3];
+	struct nodeinfo		*a, *b;
+	struct gi_view		 va, vb;
+	struct gi_decision	 d;
+	const char		*e, *why;
+	char			 name[GI_NAME_MAX + 16];
+	int			 ch, i, np, victim;
+
+	for (i = 0; i < 3; i++)
+		gi_policy_parse("disconnect", &pol[i]);
+	while ((ch = getopt(argc, argv, "0:1:2:")) != -1) {
+		switch (ch) {
+		case '0':
+		case '1':
+		case '2':
+			if ((e = gi_policy_parse(optarg, &pol[ch - '0'])) !=
+			    NULL)
+				errx(EXIT_USAGE, "-%c %s: %s", ch, optarg, e);
+			break;
+		default:
+			usage();
+		}
+	}
+	argc -= optind;
+	argv += optind;
+	if (argc != 2)
+		usage();
+	if (strcmp(argv[0], "-") == 0 && strcmp(argv[1], "-") == 0)
+		errx(EXIT_USAGE, "only one node can come from standard input");
+	if ((a = malloc(sizeof(*a))) == NULL ||
+	    (b = malloc(sizeof(*b))) == NULL)
+		err(EXIT_SYS, "malloc");
+	node_read(a, argv[0]);
+	node_read(b, argv[1]);
+	if (strcmp(a->name, b->name) == 0)
+		errx(EXIT_USAGE, "both describe node %s", a->name);
+	node_view(a, b, &va);
+	node_view(b, a, &vb);
+	gi_decide(&va, &vb, &d);
+	if (d.verdict != GI_SPLIT_BRAIN)
+		errx(EXIT_USAGE, "%s and %s are not in split brain (%s: %s)",
+		    a->name, b->name, gi_verdict_name(d.verdict), d.why);
+	np = va.primary + vb.primary;
+	victim = gi_policy_victim(&pol[np], &va, &vb, &why);
+	gi_policy_name(&pol[np], name, sizeof(name));
+	if (victim < 0) {
+		printf("undecided policy=%s primaries=%d reason=\"%s\"\n",
+		    name, np, why);
+		return EXIT_NO;
+	}
+	printf("victim=%s survivor=%s policy=%s primaries=%d reason=\"%s\"\n",
+	    victim == 0 ? a->name : b->name, victim == 0 ? b->name : a->name,
+	    name, np, why);
+	return EXIT_OK;
 }
 
 /*
@@ -255,12 +530,18 @@ main(int argc, char *argv[])
 		errx(EXIT_SYS, "sodium_init failed");
 	if (argc < 2)
 		usage();
-	if (strcmp(argv[1], "save") == 0)
+	if (strcmp(argv[1], "verdict") == 0)
+		rc = cmd_verdict(argc - 1, argv + 1);
+	else if (strcmp(argv[1], "policy") == 0)
+		rc = cmd_policy(argc - 1, argv + 1);
+	else if (strcmp(argv[1], "save") == 0)
 		rc = cmd_save(argc - 1, argv + 1);
 	else if (strcmp(argv[1], "restore") == 0)
 		rc = cmd_restore(argc - 1, argv + 1);
 	else if (strcmp(argv[1], "show") == 0)
 		rc = cmd_show(argc - 1, argv + 1);
+	else if (argc == 3 && argv[1][0] != '-')
+		rc = cmd_verdict(argc, argv);
 	else
 		usage();
 	if (fflush(stdout) == EOF || ferror(stdout))
