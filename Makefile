@@ -6,8 +6,8 @@
 
 include config.mk
 
-BIN =
-MAN8 =
+BIN = bin/vipctl
+MAN8 = man/vipctl.8
 LIBOBJ = lib/log.o lib/util.o lib/key.o
 HDR = lib/hatrio.h
 LIB = lib/libhatrio.a
