@@ -1145,20 +1145,24 @@ cmd_show(int argc, char **argv)
 int
 main(int argc, char *argv[])
 {
-	int	status;
+	const char	*cmd;
+	int		 status;
 
 	if (argc < 2)
 		usage();
+	cmd = argv[1];
+	/* getopt(3) names argv[0] in its messages: that is still vipctl */
+	argv[1] = argv[0];
 	argc--;
 	argv++;
 	optind = 1;
-	if (strcmp(argv[0], "add") == 0)
+	if (strcmp(cmd, "add") == 0)
 		status = cmd_add(argc, argv);
-	else if (strcmp(argv[0], "del") == 0)
+	else if (strcmp(cmd, "del") == 0)
 		status = cmd_del(argc, argv);
-	else if (strcmp(argv[0], "check") == 0)
+	else if (strcmp(cmd, "check") == 0)
 		status = cmd_check(argc, argv);
-	else if (strcmp(argv[0], "show") == 0)
+	else if (strcmp(cmd, "show") == 0)
 		status = cmd_show(argc, argv);
 	else
 		usage();
