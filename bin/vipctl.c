@@ -92,6 +92,20 @@ static void	 parse_vip(const char *, int, struct vip *);
 static void	 parse_iface(const char *, struct iface *);
 static const char *fmt_mac(const unsigned char *, char *, size_t);
 static int	 nl_open(void);
+static ssize_t	 nl_recv(int, void *, size_t);
+static const unsigned char *addr_attr(struct nlmsghdr *, size_t);
+static int	 held_fn(struct nlmsghdr *, void *);
+static int	 show_fn(struct nlmsghdr *, void *);
+static int	 pkt_send(int, struct iface *, int, const unsigned char *,
+		    const void *, size_t);
+static int	 arp_answer(const unsigned char *, size_t, struct vip *,
+		    struct iface *, unsigned char *);
+static int	 na_answer(const unsigned char *, size_t,
+		    const struct sockaddr_ll *, struct vip *, struct iface *,
+		    unsigned char *);
+static void	 ann_stop(struct announcer *);
+static void	 ann_timer(evutil_socket_t, short, void *);
+static void	 ann_signal(evutil_socket_t, short, void *);
 static int	 nl_request(int, struct nlmsghdr *);
 static int	 nl_dump(int, int, int (*)(struct nlmsghdr *, void *),
 		    void *);
@@ -728,7 +742,7 @@ probe(struct vip *v, struct iface *ifp, uint64_t timeout, unsigned char *mac)
 	struct sockaddr_ll		from;
 	socklen_t			fromlen;
 	struct pollfd			pfd;
-	uint64_t			start, now, next;
+	uint64_t			start, now, next, until;
 	ssize_t				n;
 	int				fd, sent = 0, r;
 	int				proto;
@@ -770,9 +784,9 @@ probe(struct vip *v, struct iface *ifp, uint64_t timeout, unsigned char *mac)
 		}
 		pfd.fd = fd;
 		pfd.events = POLLIN;
-		r = (sent < VIP_PROBES ? next : start + timeout) > now ?
-		    (int)(((sent < VIP_PROBES ? next : start + timeout) - now +
-		    999) / 1000) : 0;
+		/* wake up for the next probe, or at the end */
+		until = sent < VIP_PROBES ? next : start + timeout;
+		r = until > now ? (int)((until - now + 999) / 1000) : 0;
 		if ((r = poll(&pfd, 1, r)) == -1) {
 			if (errno == EINTR)
 				continue;

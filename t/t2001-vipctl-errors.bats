@@ -96,3 +96,19 @@ needs_net() {
 	[ "$output" = "198.18.0.1/24 dev eth0
 2001:2::1/64 dev eth0" ] && [ -z "$stderr" ]
 }
+
+@test "a system error exits 111 and says what failed" {
+	needs_net
+	nsx a ip link set eth0 down
+	# the address is added, but the announcements cannot go out
+	run -111 --separate-stderr nsx a vipctl add -n 2 -i 10ms \
+	    198.18.0.50/24 dev eth0
+	[ "$output" = "198.18.0.50/24 dev eth0: added" ]
+	[ "$stderr" = "vipctl: announcing 198.18.0.50/24 on eth0: Network is down
+vipctl: announcing 198.18.0.50/24 on eth0: Network is down" ]
+	run -0 nsx a vipctl show dev eth0
+	[[ "$output" == *"198.18.0.50/24 dev eth0"* ]]
+	run -111 --separate-stderr nsx a vipctl check -t 100ms 2001:2::50 dev eth0
+	[ "$stderr" = "vipctl: probing 2001:2::50 on eth0: Network is down" ]
+	[ -z "$output" ]
+}
