@@ -29,6 +29,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 #include <unistd.h>
 
 #include <event2/event.h>
@@ -43,6 +44,7 @@
 #define VIP_INTERVAL_US	200000		/* between them */
 #define VIP_TIMEOUT_US	1000000		/* how long check listens */
 #define VIP_PROBES	3		/* probes sent within the timeout */
+#define VIP_USABLE_US	1000000		/* wait for an IPv6 address at most */
 
 #define ARP_LEN		28
 #define IP6_HDR_LEN	40
@@ -124,6 +126,7 @@ static int	 ip6_send(int, struct iface *, const unsigned char *,
 static int	 announce(int, struct vip *, struct iface *);
 static int	 probe(struct vip *, struct iface *, uint64_t,
 		    unsigned char *);
+static void	 wait_usable(int, struct vip *, struct iface *);
 static int	 cmd_add(int, char **);
 static int	 cmd_del(int, char **);
 static int	 cmd_check(int, char **);
@@ -494,12 +497,16 @@ held_fn(struct nlmsghdr *nh, void *arg)
 	    ifa->ifa_family != h->vip->family ||
 	    ifa->ifa_prefixlen != h->vip->plen)
 		return 0;
-	if ((a = addr_attr(nh, alen)) == NULL)
+	if ((a = addr_attr(nh, alen)) == NULL ||
+	    memcmp(a, h->vip->addr, alen) != 0)
 		return 0;
-	return memcmp(a, h->vip->addr, alen) == 0;
+	return (ifa->ifa_flags & IFA_F_TENTATIVE) ? 2 : 1;
 }
 
-/* addr_held: 1 when the interface has the address, 0 if not, -1 error. */
+/*
+ * addr_held: 1 when the interface has the address, 2 when it has it but
+ * the address is still tentative (not usable yet), 0 if not, -1 error.
+ */
 static int
 addr_held(int nl, struct vip *v, struct iface *ifp)
 {
@@ -887,6 +894,22 @@ ann_signal(evutil_socket_t sig, short what, void *arg)
 	ann_stop(arg);
 }
 
+/*
+ * wait_usable: poll, for at most VIP_USABLE_US, until the address is no
+ * longer tentative.  Past that (duplicate address detection runs after
+ * all) the announcement goes out anyway.
+ */
+static void
+wait_usable(int nl, struct vip *v, struct iface *ifp)
+{
+	const struct timespec	 ms = { 0, 1000000 };
+	uint64_t		 start = now_usec();
+
+	while (addr_held(nl, v, ifp) == 2 &&
+	    now_usec() - start < VIP_USABLE_US)
+		nanosleep(&ms, NULL);
+}
+
 static int
 cmd_add(int argc, char **argv)
 {
@@ -990,6 +1013,13 @@ cmd_add(int argc, char **argv)
 	    r == EEXIST ? "already held" : "added");
 	if (fflush(stdout) == EOF)
 		err(EXIT_SYS, "stdout");
+	/*
+	 * The kernel makes a new IPv6 address usable from a work queue,
+	 * even without duplicate address detection, and drops what is sent
+	 * to it until then: announce only once it is.
+	 */
+	if (v.family == AF_INET6)
+		wait_usable(a.nl, &v, &ifc);
 
 	if (a.pkt == -1) {
 		ready_notify(a.readyfd);
