@@ -6,8 +6,8 @@
 
 include config.mk
 
-BIN = bin/splitbrain
-MAN8 = man/splitbrain.8
+BIN = bin/splitbrain bin/vipctl
+MAN8 = man/splitbrain.8 man/vipctl.8
 LIBOBJ = lib/log.o lib/util.o lib/key.o lib/gi.o lib/savefile.o
 HDR = lib/hatrio.h lib/gi.h lib/savefile.h
 LIB = lib/libhatrio.a
