@@ -6,15 +6,15 @@
 
 include config.mk
 
-BIN =
-MAN8 =
-LIBOBJ = lib/log.o lib/util.o lib/key.o
-HDR = lib/hatrio.h
+BIN = bin/hbsend bin/hbwatch
+MAN8 = man/hbsend.8 man/hbwatch.8
+LIBOBJ = lib/log.o lib/util.o lib/key.o lib/hb.o
+HDR = lib/hatrio.h lib/hb.h
 LIB = lib/libhatrio.a
 
 # test tools and C unit tests, built by "make tests" and "make check"
-TESTBIN = t/wanproxy t/libcheck
-UNIT = t/unit/util
+TESTBIN = t/wanproxy t/libcheck t/hbpkt
+UNIT = t/unit/util t/unit/hb
 
 all: $(BIN)
 
