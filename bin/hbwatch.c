@@ -48,6 +48,7 @@ struct pmedium {
 	struct hb_replay	 rp;
 	uint64_t		 last_rx;
 	int			 up;
+	int			 unsaid;	/* went down while peer late */
 };
 TAILQ_HEAD(pmediumq, pmedium);
 
@@ -476,7 +477,7 @@ peer_down(struct peer *p, enum pstate st, const char *fmt)
 
 	p->state = st;
 	TAILQ_FOREACH(m, &p->media, entry)
-		m->up = 0;
+		m->up = m->unsaid = 0;
 	if (st == P_DEAD && p->rp.seen)
 		emit(p->name, "dead", "silent=%s quorum=%s",
 		    fmt_duration(ms(now_usec() - p->last_rx), d, sizeof(d)),
@@ -513,9 +514,18 @@ peer_eval(struct peer *p, uint64_t now)
 			peer_down(p, P_DEAD, NULL);
 			break;
 		}
+		/*
+		 * A link is reported down only while another one still
+		 * carries the peer; while the peer is late, the next line
+		 * is dead or up, and the link-down is told with up.
+		 */
 		TAILQ_FOREACH(m, &p->media, entry)
 			if (m->up && now >= m->last_rx + deadtime) {
 				m->up = 0;
+				if (p->state == P_LATE) {
+					m->unsaid = 1;
+					continue;
+				}
 				emit(p->name, "link-down", "medium=%s "
 				    "silent=%s", m->name, fmt_duration(ms(now -
 				    m->last_rx), d, sizeof(d)));
@@ -682,8 +692,9 @@ packet(const unsigned char *buf, size_t len, const char *medium)
 	if (!m->up) {
 		m->up = 1;
 		if ((p->state == P_UP || p->state == P_LATE) &&
-		    pkt.incarnation == p->rp.incarnation)
+		    pkt.incarnation == p->rp.incarnation && !m->unsaid)
 			emit(p->name, "link-up", "medium=%s", m->name);
+		m->unsaid = 0;
 	}
 	if (!hb_newer(&p->rp, pkt.incarnation, pkt.seq)) {
 		peer_arm(p);
@@ -734,6 +745,12 @@ packet(const unsigned char *buf, size_t len, const char *medium)
 			    (unsigned long long)pkt.incarnation, m->name,
 			    pct(pkt.status, st, sizeof(st)),
 			    2 * votes() > npeers + 1 ? "yes" : "no");
+			TAILQ_FOREACH(old, &p->media, entry)
+				if (old->unsaid) {
+					old->unsaid = 0;
+					emit(p->name, "link-down", "medium=%s",
+					    old->name);
+				}
 		}
 		if (strcmp(p->status, pkt.status) != 0) {
 			strcpy(p->status, pkt.status);
