@@ -74,6 +74,7 @@ struct listener {
 	uint16_t		 port;
 	struct event		*ev;
 	struct evbuffer		*in;	/* stdin only */
+	int			 eof;
 };
 TAILQ_HEAD(listenerq, listener);
 
@@ -138,6 +139,7 @@ static void	 packet(const unsigned char *, size_t, const char *);
 static void	 listener_open(struct listener *);
 static void	 udp_cb(evutil_socket_t, short, void *);
 static void	 stdin_cb(evutil_socket_t, short, void *);
+static void	 file_cb(evutil_socket_t, short, void *);
 static void	 status_report(void);
 static void	 signal_cb(evutil_socket_t, short, void *);
 static const char *pct(const char *, char *, size_t);
@@ -443,6 +445,8 @@ peer_arm(struct peer *p)
 	struct timeval	 tv;
 	uint64_t	 due = UINT64_MAX, now;
 
+	if (onceflag)
+		return;		/* -1 reports what it heard in one deadtime */
 	switch (p->state) {
 	case P_UNKNOWN:
 		due = start + initdead;
@@ -871,7 +875,9 @@ stdin_cb(evutil_socket_t fd, short what, void *arg)
 		if (n == -1)
 			log_warn("stdin");
 		log_warnx("stdin closed, no more heartbeats from the pipe");
-		event_del(l->ev);
+		if (l->ev != NULL)
+			event_del(l->ev);
+		l->eof = 1;
 	}
 	while (evbuffer_get_length(l->in) >= HB_HDR_LEN) {
 		evbuffer_copyout(l->in, hdr, HB_HDR_LEN);
@@ -886,6 +892,17 @@ stdin_cb(evutil_socket_t fd, short what, void *arg)
 		evbuffer_remove(l->in, buf, pktlen);
 		packet(buf, pktlen, "pipe:stdin");
 	}
+}
+
+static void
+file_cb(evutil_socket_t fd, short what, void *arg)
+{
+	struct listener	*l = arg;
+
+	(void)fd;
+	(void)what;
+	while (!l->eof)
+		stdin_cb(STDIN_FILENO, EV_READ, l);
 }
 
 static void
@@ -1096,8 +1113,28 @@ main(int argc, char *argv[])
 			if ((l->in = evbuffer_new()) == NULL)
 				fatal("evbuffer_new");
 			l->fd = STDIN_FILENO;
+			if (fstat(STDIN_FILENO, &st) == -1)
+				fatal("stdin");
+			if (S_ISREG(st.st_mode) || S_ISDIR(st.st_mode)) {
+				/* a file (a capture): read it all at start */
+				tv_set(&tv, 0);
+				if (event_base_once(base, -1, EV_TIMEOUT,
+				    file_cb, l, &tv) == -1)
+					fatalx("event_base_once");
+				continue;
+			}
 			l->ev = event_new(base, STDIN_FILENO,
 			    EV_READ | EV_PERSIST, stdin_cb, l);
+			if (l->ev != NULL && event_add(l->ev, NULL) == -1) {
+				/* /dev/null and the like cannot be polled */
+				event_free(l->ev);
+				l->ev = NULL;
+				tv_set(&tv, 0);
+				if (event_base_once(base, -1, EV_TIMEOUT,
+				    file_cb, l, &tv) == -1)
+					fatalx("event_base_once");
+			}
+			continue;
 		} else {
 			listener_open(l);
 			l->ev = event_new(base, l->fd, EV_READ | EV_PERSIST,
@@ -1165,7 +1202,8 @@ main(int argc, char *argv[])
 	}
 	while ((l = TAILQ_FIRST(&listeners)) != NULL) {
 		TAILQ_REMOVE(&listeners, l, entry);
-		event_free(l->ev);
+		if (l->ev != NULL)
+			event_free(l->ev);
 		if (l->in != NULL)
 			evbuffer_free(l->in);
 		if (l->m.kind != HB_MEDIUM_PIPE)

@@ -145,6 +145,7 @@ main(int argc, char *argv[])
 				buf[9] = body & 0xff;
 			}
 			out(fd, buf, len);
+			usleep(100);	/* do not overrun the socket buffer */
 		}
 		return 0;
 	}
