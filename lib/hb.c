@@ -360,15 +360,20 @@ hb_medium_parse(const char *s, int listen, struct hb_medium *m)
 			return "getifaddrs failed";
 		ok = 0;
 		for (i = ifa; i != NULL; i = i->ifa_next) {
+			struct sockaddr_in	*sin;
+
 			if (i->ifa_addr == NULL ||
 			    i->ifa_addr->sa_family != AF_INET ||
 			    strcmp(i->ifa_name, host) != 0 ||
 			    !(i->ifa_flags & IFF_BROADCAST) ||
-			    i->ifa_broadaddr == NULL)
+			    i->ifa_netmask == NULL)
 				continue;
-			memcpy(&m->ss, i->ifa_broadaddr,
-			    sizeof(struct sockaddr_in));
-			((struct sockaddr_in *)&m->ss)->sin_port = htons(p);
+			/* from address and mask: "brd" is often not set */
+			memcpy(&m->ss, i->ifa_addr, sizeof(*sin));
+			sin = (struct sockaddr_in *)&m->ss;
+			sin->sin_addr.s_addr |= ~((struct sockaddr_in *)
+			    i->ifa_netmask)->sin_addr.s_addr;
+			sin->sin_port = htons(p);
 			m->sslen = sizeof(struct sockaddr_in);
 			ok = 1;
 			break;
