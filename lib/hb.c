@@ -222,7 +222,8 @@ hb_parse_body(const unsigned char *b, size_t len, struct hb_packet *pkt)
 		if (off >= len)
 			return HB_EBODY;
 		n = b[off++];
-		if (n > max[i] || n > len - off)
+		if (n > max[i] || n > len - off ||
+		    memchr(b + off, '\0', n) != NULL)
 			return HB_EBODY;
 		memcpy(dst[i], b + off, n);
 		dst[i][n] = '\0';

@@ -94,6 +94,10 @@ main(void)
 	ok(hb_parse_body(b2, n - HB_HDR_LEN - HB_TAG_LEN, &q) == HB_EBODY,
 	    "space in the cluster name refused");
 	memcpy(b2, buf + HB_HDR_LEN, n);
+	b2[18] = '\0';
+	ok(hb_parse_body(b2, n - HB_HDR_LEN - HB_TAG_LEN, &q) == HB_EBODY,
+	    "NUL inside the cluster name refused (found by the fuzzer)");
+	memcpy(b2, buf + HB_HDR_LEN, n);
 	memset(b2, 0, 8);
 	ok(hb_parse_body(b2, n - HB_HDR_LEN - HB_TAG_LEN, &q) == HB_EBODY,
 	    "incarnation 0 refused");
