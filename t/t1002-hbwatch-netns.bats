@@ -67,5 +67,5 @@ teardown() {
 	net_restore b
 	nsx b ip link set eth1 up
 	wait_for 5 eval '[ "$(hb_count w " b up ")" -eq 2 ]'
-	tail -n 2 "$BATS_TEST_TMPDIR/w.out" | grep -Eq "^[0-9.]+ b up incarnation=[0-9]+ medium=udp:198\.(18|19)\.0\.2:$P status= quorum=yes seq=[0-9]+$"
+	grep ' b up ' "$BATS_TEST_TMPDIR/w.out" | tail -n 1 | grep -Eq "^[0-9.]+ b up incarnation=[0-9]+ medium=udp:198\.(18|19)\.0\.2:$P status= quorum=yes seq=[0-9]+$"
 }
