@@ -59,6 +59,7 @@ static void	 tick_cb(evutil_socket_t, short, void *);
 static void	 status_cb(evutil_socket_t, short, void *);
 static void	 status_lines(void);
 static void	 signal_cb(evutil_socket_t, short, void *);
+static void	 evlog(int, const char *);
 
 static void
 usage(void)
@@ -256,6 +257,14 @@ signal_cb(evutil_socket_t sig, short what, void *arg)
 	event_base_loopexit(base, NULL);
 }
 
+/* libevent's own messages: the failures it reports are handled here. */
+static void
+evlog(int severity, const char *msg)
+{
+	(void)severity;
+	log_debug("libevent: %s", msg);
+}
+
 int
 main(int argc, char *argv[])
 {
@@ -361,6 +370,7 @@ main(int argc, char *argv[])
 		strcpy(pkt.status, status);
 
 	signal(SIGPIPE, SIG_IGN);
+	event_set_log_callback(evlog);
 	if ((base = event_base_new()) == NULL)
 		fatalx("event_base_new");
 	if ((pipebuf = evbuffer_new()) == NULL ||

@@ -142,6 +142,7 @@ static void	 stdin_cb(evutil_socket_t, short, void *);
 static void	 file_cb(evutil_socket_t, short, void *);
 static void	 status_report(void);
 static void	 signal_cb(evutil_socket_t, short, void *);
+static void	 evlog(int, const char *);
 static const char *pct(const char *, char *, size_t);
 
 static void
@@ -199,7 +200,7 @@ pct(const char *s, char *buf, size_t len)
 static void
 emit(const char *node, const char *event, const char *fmt, ...)
 {
-	char		 line[LINE_MAX_EV], extra[LINE_MAX_EV];
+	char		 line[2 * LINE_MAX_EV], extra[LINE_MAX_EV];
 	va_list		 ap;
 	uint64_t	 w;
 
@@ -939,6 +940,14 @@ signal_cb(evutil_socket_t sig, short what, void *arg)
 	event_base_loopexit(base, NULL);
 }
 
+/* libevent's own messages: the failures it reports are handled here. */
+static void
+evlog(int severity, const char *msg)
+{
+	(void)severity;
+	log_debug("libevent: %s", msg);
+}
+
 int
 main(int argc, char *argv[])
 {
@@ -1092,6 +1101,7 @@ main(int argc, char *argv[])
 	sodium_memzero(ck, sizeof(ck));
 
 	signal(SIGPIPE, SIG_IGN);
+	event_set_log_callback(evlog);
 	if ((base = event_base_new()) == NULL)
 		fatalx("event_base_new");
 	if ((outbuf = evbuffer_new()) == NULL)
