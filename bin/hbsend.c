@@ -242,7 +242,9 @@ status_cb(evutil_socket_t fd, short what, void *arg)
 			log_warn("stdin");
 		log_debug("stdin closed, the status stays");
 		event_del(status_ev);
-		evbuffer_add(statusbuf, "\n", 1);
+		/* a last line without its newline still counts */
+		if (evbuffer_get_length(statusbuf) > 0)
+			evbuffer_add(statusbuf, "\n", 1);
 	}
 	status_lines();
 }
@@ -411,7 +413,8 @@ main(int argc, char *argv[])
 		if (status_ev == NULL) {
 			while (evbuffer_read(statusbuf, STDIN_FILENO, 4096) > 0)
 				;
-			evbuffer_add(statusbuf, "\n", 1);
+			if (evbuffer_get_length(statusbuf) > 0)
+				evbuffer_add(statusbuf, "\n", 1);
 			status_lines();
 		}
 	}

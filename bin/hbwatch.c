@@ -36,6 +36,7 @@
 #define JOBS_MAX	1024		/* queued handler runs */
 #define LINE_MAX_EV	1024
 #define DROP_LOG_USEC	1000000		/* one log line per reason per s */
+#define HB_LISTEN_DEFAULT "udp:*:694"
 
 enum pstate { P_UNKNOWN, P_UP, P_LATE, P_DEAD, P_LEFT };
 static const char *pstate_name[] = { "unknown", "up", "late", "dead",
@@ -1034,8 +1035,17 @@ main(int argc, char *argv[])
 	}
 	argc -= optind;
 	argv += optind;
-	if (argc < 1 || TAILQ_EMPTY(&listeners))
+	if (argc < 1)
 		usage();
+	if (TAILQ_EMPTY(&listeners)) {
+		/* Heartbeat's port, on every address */
+		if ((l = calloc(1, sizeof(*l))) == NULL)
+			fatal("calloc");
+		l->spec = HB_LISTEN_DEFAULT;
+		if ((e = hb_medium_parse(l->spec, 1, &l->m)) != NULL)
+			fatalx("%s: %s", l->spec, e);
+		TAILQ_INSERT_TAIL(&listeners, l, entry);
+	}
 	log_setverbose(verbose);
 	if (interval < 1000 || interval > 3600000000ULL) {
 		log_warnx("-i: the interval must be 1ms to 1h");

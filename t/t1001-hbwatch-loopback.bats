@@ -31,7 +31,11 @@ send() {	# send NAME [ARG...]: hbsend as node b to port $P
 	run -100 --separate-stderr hbsend -k "$KEY" tcp:1.2.3.4:5
 	[ "$stderr" = "hbsend: medium tcp:1.2.3.4:5: unknown medium (udp:, mcast:, bcast: or -)" ]
 	run -100 --separate-stderr hbwatch -k "$KEY" -l udp:127.0.0.1:$P
-	[ "${stderr:0:15}" = "usage: hbwatch " ]
+	[ "$stderr" = "usage: hbwatch [-1v] [-C cluster] [-D deadtime] [-d fd] [-e handler] [-I initdead] [-i interval] [-k keyfile] [-l medium] [-n node] [-T timeout] [-w warntime] node ..." ]
+	run -100 --separate-stderr hbwatch -k "$KEY" -l udp:127.0.0.1:0 b
+	[ "$stderr" = "hbwatch: -l udp:127.0.0.1:0: bad port" ]
+	run -100 --separate-stderr hbwatch -k "$KEY" -w 2s -l udp:127.0.0.1:$P b
+	[ "$stderr" = "hbwatch: -w: the warntime must be between the interval and the deadtime" ]
 	run -100 --separate-stderr hbwatch -k "$KEY" -D 100ms -l udp:127.0.0.1:$P b
 	[ "$stderr" = "hbwatch: -D: the deadtime must be longer than the interval" ]
 	run -100 --separate-stderr hbwatch -k "$KEY" -n a -l udp:127.0.0.1:$P a
@@ -132,7 +136,10 @@ send() {	# send NAME [ARG...]: hbsend as node b to port $P
 	wait_line w '^[0-9.]+ b status status=role=primary%20disk=UpToDate seq=3$'
 	echo "100% done" >&4
 	wait_line w '^[0-9.]+ b status status=100%25%20done seq=4$'
+	# the end of the input keeps the last status
 	exec 4>&-
+	sleep 0.3
+	[ "$(wc -l <"$BATS_TEST_TMPDIR/w.out")" -eq 4 ]
 }
 
 @test "two media: losing one is a link event, losing both is dead" {
