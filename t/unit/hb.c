@@ -15,7 +15,8 @@ main(void)
 	struct hb_replay	 r;
 	struct hb_medium	 m;
 	unsigned char		 ck[HATRIO_KEY_BYTES], key[HB_TAG_LEN];
-	unsigned char		 key2[HB_TAG_LEN], buf[HB_PKT_MAX], b2[HB_PKT_MAX];
+	unsigned char		 key2[HB_TAG_LEN], buf[HB_PKT_MAX];
+	unsigned char		 b2[HB_PKT_MAX];
 	size_t			 n, i;
 	int			 e;
 
