@@ -777,7 +777,12 @@ listener_open(struct listener *l)
 	l->fd = socket(fam, SOCK_DGRAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
 	if (l->fd == -1)
 		fatal("%s: socket", l->spec);
-	if (setsockopt(l->fd, SOL_SOCKET, SO_REUSEADDR, &on, sizeof(on)) == -1)
+	/*
+	 * Several watchers may share a multicast group; a unicast port
+	 * shared by two would deliver to one only, so that is refused.
+	 */
+	if (m->kind == HB_MEDIUM_MCAST && setsockopt(l->fd, SOL_SOCKET,
+	    SO_REUSEADDR, &on, sizeof(on)) == -1)
 		fatal("%s: SO_REUSEADDR", l->spec);
 	if (fam == AF_INET6 && m->any && setsockopt(l->fd, IPPROTO_IPV6,
 	    IPV6_V6ONLY, &off, sizeof(off)) == -1)

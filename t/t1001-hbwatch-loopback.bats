@@ -45,6 +45,12 @@ send() {	# send NAME [ARG...]: hbsend as node b to port $P
 	[ "$stderr" = "hbsend: key file $KEY: readable or writable by group or others (mode 0644); run chmod 600 $KEY" ]
 }
 
+@test "a port in use is a system error" {
+	watch
+	run -111 --separate-stderr hbwatch -k "$KEY" -n a -l "udp:127.0.0.1:$P" b
+	[ "$stderr" = "hbwatch: udp:127.0.0.1:$P: bind: Address already in use" ]
+}
+
 @test "a peer comes up; kill -9 makes it dead within deadtime plus one interval" {
 	watch
 	send s -s hello
