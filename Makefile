@@ -6,15 +6,20 @@
 
 include config.mk
 
-BIN = bin/splitbrain bin/vipctl
-MAN8 = man/splitbrain.8 man/vipctl.8
-LIBOBJ = lib/log.o lib/util.o lib/key.o lib/gi.o lib/savefile.o
-HDR = lib/hatrio.h lib/gi.h lib/savefile.h
+BIN = bin/hbsend bin/hbwatch bin/splitbrain bin/vipctl
+MAN8 = man/hbsend.8 man/hbwatch.8 man/splitbrain.8 man/vipctl.8
+LIBOBJ = lib/log.o lib/util.o lib/key.o lib/gi.o lib/hb.o lib/savefile.o
+HDR = lib/hatrio.h lib/gi.h lib/hb.h lib/savefile.h
 LIB = lib/libhatrio.a
 
 # test tools and C unit tests, built by "make tests" and "make check"
-TESTBIN = t/wanproxy t/libcheck
-UNIT = t/unit/util t/unit/gi t/unit/savefile
+TESTBIN = t/wanproxy t/libcheck t/hbpkt
+UNIT = t/unit/util t/unit/gi t/unit/hb t/unit/savefile
+
+# libFuzzer targets (t/fuzz/NAME.c), run by "make fuzz" for FUZZ_TIME s each
+FUZZ = t/fuzz/hb
+FUZZ_TIME = 30
+FUZZ_SRC = lib/hb.c lib/log.c lib/util.c lib/key.c
 
 all: $(BIN)
 
@@ -44,7 +49,7 @@ check: deps
 # The whole suite again, built with the address and undefined-behaviour
 # sanitizers, in a copy of the tree so that the normal build is untouched.
 asan: deps
-	rm -rf .asan
+	rm -rf .asan .fuzz
 	mkdir .asan
 	git ls-files -co --exclude-standard | grep -v '^\.asan/' | \
 	    tar -cf - -T - | (cd .asan && tar -xf -)
@@ -52,6 +57,17 @@ asan: deps
 	    LDFLAGS="$(ASAN_LDFLAGS)" all tests && \
 	    ASAN_OPTIONS=detect_leaks=1:abort_on_error=0 \
 	    UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 t/check $(UNIT)
+
+fuzz:
+	mkdir -p .fuzz
+	for f in $(FUZZ); do \
+		n=$${f#t/fuzz/}; \
+		$(FUZZ_CC) $(CPPFLAGS) $(FUZZ_CFLAGS) -o .fuzz/$$n $$f.c \
+		    $(FUZZ_SRC) $(LDLIBS) || exit 1; \
+		mkdir -p .fuzz/$$n.corpus; \
+		.fuzz/$$n -max_total_time=$(FUZZ_TIME) -timeout=10 \
+		    .fuzz/$$n.corpus || exit 1; \
+	done
 
 install: all
 	mkdir -p $(DESTDIR)$(PREFIX)/sbin $(DESTDIR)$(MANPREFIX)/man8
@@ -74,6 +90,6 @@ lint:
 
 clean:
 	rm -f $(BIN) $(LIB) $(LIBOBJ) $(TESTBIN) $(UNIT)
-	rm -rf .asan
+	rm -rf .asan .fuzz
 
-.PHONY: all tests deps check asan install uninstall lint clean
+.PHONY: all tests deps check asan fuzz install uninstall lint clean

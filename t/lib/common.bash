@@ -93,15 +93,17 @@ stop_daemon() {
 	[ -f "$f" ] || return 0
 	pid=$(cat "$f"); rm -f "$f"
 	kill -TERM "$pid" 2>/dev/null || { wait "$pid" 2>/dev/null; return 0; }
+	# (a process already gone: its status is no longer ours to judge)
 	for i in $(seq 100); do
 		if ! kill -0 "$pid" 2>/dev/null; then
-			wait "$pid" 2>/dev/null; rc=$?
+			rc=0
+			wait "$pid" 2>/dev/null || rc=$?
 			return "$rc"
 		fi
 		sleep 0.05
 	done
 	kill -KILL -- "-$pid" 2>/dev/null
-	wait "$pid" 2>/dev/null
+	wait "$pid" 2>/dev/null || true
 	echo "$1: ignored SIGTERM" >&2
 	return 1
 }
@@ -112,7 +114,7 @@ kill_daemon() {
 	[ -f "$f" ] || return 0
 	pid=$(cat "$f"); rm -f "$f"
 	kill -"${2:-KILL}" "$pid" 2>/dev/null
-	wait "$pid" 2>/dev/null
+	wait "$pid" 2>/dev/null || true
 	kill -KILL -- "-$pid" 2>/dev/null
 	return 0
 }

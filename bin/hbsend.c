@@ -1,0 +1,465 @@
+/* See LICENSE file for copyright and license details. */
+/*
+ * hbsend says "I am alive": every interval it sends one authenticated
+ * heartbeat on every medium it was given at once (UDP unicast, multicast,
+ * broadcast, standard output), and a "leaving" packet on SIGTERM so that
+ * the peers know the stop was planned.  It never waits for a peer.
+ */
+#include <sys/queue.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/types.h>
+
+#include <errno.h>
+#include <fcntl.h>
+#include <net/if.h>
+#include <netinet/in.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include <event2/buffer.h>
+#include <event2/event.h>
+#include <sodium.h>
+
+#include "hatrio.h"
+#include "hb.h"
+
+#define OUT_PIPE_MAX	(64 * 1024)	/* packets queued for stdout */
+#define STATUS_LINE_MAX	4096
+
+struct out {
+	TAILQ_ENTRY(out)	 entry;
+	const char		*spec;
+	struct hb_medium	 m;
+	int			 fd;
+	uint64_t		 lastwarn;
+	unsigned long		 errors;
+};
+TAILQ_HEAD(outq, out);
+
+static struct event_base	*base;
+static struct outq		 outs = TAILQ_HEAD_INITIALIZER(outs);
+static struct hb_packet		 pkt;
+static unsigned char		 hkey[HB_TAG_LEN];
+static struct evbuffer		*pipebuf, *statusbuf;
+static struct event		*pipe_ev, *status_ev;
+static int			 pipe_blocking;
+static unsigned long		 pipe_dropped;
+
+static void	 usage(void) __attribute__((noreturn));
+static void	 badopt(int, const char *, const char *);
+static void	 out_open(struct out *);
+static void	 send_all(uint8_t);
+static void	 pipe_flush(void);
+static void	 pipe_cb(evutil_socket_t, short, void *);
+static void	 tick_cb(evutil_socket_t, short, void *);
+static void	 status_cb(evutil_socket_t, short, void *);
+static void	 status_lines(void);
+static void	 signal_cb(evutil_socket_t, short, void *);
+static void	 evlog(int, const char *);
+
+static void
+usage(void)
+{
+	fprintf(stderr, "usage: hbsend [-v] [-C cluster] [-d fd] "
+	    "[-i interval] [-k keyfile] [-n node] [-s status] medium ...\n");
+	exit(EXIT_USAGE);
+}
+
+static void
+badopt(int ch, const char *arg, const char *e)
+{
+	log_warnx("-%c %s: %s", ch, arg, e);
+	exit(EXIT_USAGE);
+}
+
+static void
+out_open(struct out *o)
+{
+	struct hb_medium	*m = &o->m;
+	int			 on = 1, ttl = 1;
+
+	if (m->kind == HB_MEDIUM_PIPE) {
+		o->fd = STDOUT_FILENO;
+		return;
+	}
+	o->fd = socket(m->ss.ss_family, SOCK_DGRAM | SOCK_NONBLOCK |
+	    SOCK_CLOEXEC, 0);
+	if (o->fd == -1)
+		fatal("%s: socket", o->spec);
+	if (m->kind == HB_MEDIUM_BCAST &&
+	    setsockopt(o->fd, SOL_SOCKET, SO_BROADCAST, &on, sizeof(on)) == -1)
+		fatal("%s: SO_BROADCAST", o->spec);
+	if (m->kind != HB_MEDIUM_MCAST)
+		return;
+	if (m->ss.ss_family == AF_INET) {
+		struct ip_mreqn	mr;
+
+		memset(&mr, 0, sizeof(mr));
+		mr.imr_ifindex = m->ifindex;
+		if (m->ifindex != 0 && setsockopt(o->fd, IPPROTO_IP,
+		    IP_MULTICAST_IF, &mr, sizeof(mr)) == -1)
+			fatal("%s: IP_MULTICAST_IF", o->spec);
+		if (setsockopt(o->fd, IPPROTO_IP, IP_MULTICAST_TTL, &ttl,
+		    sizeof(ttl)) == -1)
+			fatal("%s: IP_MULTICAST_TTL", o->spec);
+	} else {
+		if (m->ifindex != 0 && setsockopt(o->fd, IPPROTO_IPV6,
+		    IPV6_MULTICAST_IF, &m->ifindex, sizeof(m->ifindex)) == -1)
+			fatal("%s: IPV6_MULTICAST_IF", o->spec);
+		if (setsockopt(o->fd, IPPROTO_IPV6, IPV6_MULTICAST_HOPS, &ttl,
+		    sizeof(ttl)) == -1)
+			fatal("%s: IPV6_MULTICAST_HOPS", o->spec);
+	}
+}
+
+/*
+ * One packet, the same on every medium.  A medium that fails is reported
+ * at most once every ten seconds and never stops the others: the peer at
+ * the other end may simply not be up yet.
+ */
+static void
+send_all(uint8_t type)
+{
+	unsigned char	 buf[HB_PKT_MAX];
+	struct out	*o;
+	uint64_t	 now;
+	size_t		 n;
+
+	pkt.type = type;
+	pkt.seq++;
+	if ((n = hb_encode(&pkt, hkey, buf, sizeof(buf))) == 0)
+		fatalx("cannot encode a heartbeat");
+	now = now_usec();
+	TAILQ_FOREACH(o, &outs, entry) {
+		if (o->m.kind == HB_MEDIUM_PIPE) {
+			/* a packet goes whole into the stream, or not at all */
+			if (evbuffer_get_length(pipebuf) + n > OUT_PIPE_MAX) {
+				if (pipe_dropped++ == 0)
+					log_warnx("-: reader is slow, "
+					    "dropping heartbeats");
+				continue;
+			}
+			evbuffer_add(pipebuf, buf, n);
+			pipe_flush();
+			continue;
+		}
+		if (sendto(o->fd, buf, n, 0, (struct sockaddr *)&o->m.ss,
+		    o->m.sslen) == (ssize_t)n)
+			continue;
+		o->errors++;
+		if (o->lastwarn == 0 || now - o->lastwarn >= 10000000) {
+			log_warn("%s: send (%lu failed)", o->spec, o->errors);
+			o->lastwarn = now;
+			o->errors = 0;
+		}
+	}
+}
+
+/*
+ * Write what the stdout medium has queued.  A reader that went away ends
+ * hbsend with 111, so that the pipeline around it is restarted.
+ */
+static void
+pipe_flush(void)
+{
+	int	n;
+
+	while (evbuffer_get_length(pipebuf) > 0) {
+		n = evbuffer_write(pipebuf, STDOUT_FILENO);
+		if (n > 0)
+			continue;
+		if (n == -1 && (errno == EAGAIN || errno == EINTR)) {
+			if (pipe_ev != NULL)
+				event_add(pipe_ev, NULL);
+			return;
+		}
+		fatal("-: write");
+	}
+	if (pipe_ev != NULL)
+		event_del(pipe_ev);
+}
+
+static void
+pipe_cb(evutil_socket_t fd, short what, void *arg)
+{
+	(void)fd;
+	(void)what;
+	(void)arg;
+	pipe_flush();
+}
+
+static void
+tick_cb(evutil_socket_t fd, short what, void *arg)
+{
+	(void)fd;
+	(void)what;
+	(void)arg;
+	send_all(HB_TYPE_HEARTBEAT);
+}
+
+/* Each line read on stdin becomes the status; a change goes out at once. */
+static void
+status_lines(void)
+{
+	char	*line;
+	size_t	 n;
+	int	 changed = 0;
+
+	while ((line = evbuffer_readln(statusbuf, &n, EVBUFFER_EOL_CRLF)) !=
+	    NULL) {
+		hb_status_clean(line);
+		if (strcmp(line, pkt.status) != 0) {
+			strcpy(pkt.status, line);
+			changed = 1;
+		}
+		free(line);
+	}
+	if (evbuffer_get_length(statusbuf) > STATUS_LINE_MAX) {
+		log_warnx("status line longer than %d bytes, dropped",
+		    STATUS_LINE_MAX);
+		evbuffer_drain(statusbuf, evbuffer_get_length(statusbuf));
+	}
+	if (changed)
+		send_all(HB_TYPE_HEARTBEAT);
+}
+
+static void
+status_cb(evutil_socket_t fd, short what, void *arg)
+{
+	int	n;
+
+	(void)what;
+	(void)arg;
+	n = evbuffer_read(statusbuf, fd, 4096);
+	if (n == -1 && (errno == EAGAIN || errno == EINTR))
+		return;
+	if (n <= 0) {
+		if (n == -1)
+			log_warn("stdin");
+		log_debug("stdin closed, the status stays");
+		event_del(status_ev);
+		/* a last line without its newline still counts */
+		if (evbuffer_get_length(statusbuf) > 0)
+			evbuffer_add(statusbuf, "\n", 1);
+	}
+	status_lines();
+}
+
+static void
+signal_cb(evutil_socket_t sig, short what, void *arg)
+{
+	(void)what;
+	(void)arg;
+	log_debug("signal %d, leaving", (int)sig);
+	send_all(HB_TYPE_LEAVING);
+	event_base_loopexit(base, NULL);
+}
+
+/* libevent's own messages: the failures it reports are handled here. */
+static void
+evlog(int severity, const char *msg)
+{
+	(void)severity;
+	log_debug("libevent: %s", msg);
+}
+
+int
+main(int argc, char *argv[])
+{
+	struct event	*tick, *sigterm, *sigint;
+	struct timeval	 tv;
+	struct out	*o;
+	struct stat	 st;
+	unsigned char	 ck[HATRIO_KEY_BYTES];
+	const char	*keyfile = "/etc/hatrio/cluster.key", *e;
+	const char	*cluster = "hatrio", *node = NULL, *status = "";
+	char		 host[256], *p;
+	uint64_t	 interval = 200000;
+	int		 ch, readyfd = -1, verbose = 0, flags, i, npipe = 0;
+
+	log_init(argv[0], 0);
+	while ((ch = getopt(argc, argv, "C:d:i:k:n:s:v")) != -1) {
+		switch (ch) {
+		case 'C':
+			if (!hb_valid_name(optarg))
+				badopt(ch, optarg, "not a valid name");
+			cluster = optarg;
+			break;
+		case 'd':
+			if ((e = parse_fd(optarg, &readyfd)) != NULL)
+				badopt(ch, optarg, e);
+			break;
+		case 'i':
+			if ((e = parse_duration(optarg, &interval)) != NULL)
+				badopt(ch, optarg, e);
+			if (interval < 1000 || interval > 3600000000ULL)
+				badopt(ch, optarg, "must be 1ms to 1h");
+			break;
+		case 'k':
+			keyfile = optarg;
+			break;
+		case 'n':
+			if (!hb_valid_name(optarg))
+				badopt(ch, optarg, "not a valid name");
+			node = optarg;
+			break;
+		case 's':
+			if (strcmp(optarg, "-") != 0 &&
+			    !hb_valid_status(optarg))
+				badopt(ch, optarg, "at most 200 printable "
+				    "characters");
+			status = optarg;
+			break;
+		case 'v':
+			verbose++;
+			break;
+		default:
+			usage();
+		}
+	}
+	argc -= optind;
+	argv += optind;
+	if (argc < 1)
+		usage();
+	log_setverbose(verbose);
+
+	for (i = 0; i < argc; i++) {
+		if ((o = calloc(1, sizeof(*o))) == NULL)
+			fatal("calloc");
+		o->spec = argv[i];
+		if ((e = hb_medium_parse(argv[i], 0, &o->m)) != NULL) {
+			log_warnx("medium %s: %s", argv[i], e);
+			exit(EXIT_USAGE);
+		}
+		if (o->m.kind == HB_MEDIUM_PIPE && npipe++ > 0) {
+			log_warnx("medium -: given twice");
+			exit(EXIT_USAGE);
+		}
+		TAILQ_INSERT_TAIL(&outs, o, entry);
+	}
+	if (node == NULL) {
+		if (gethostname(host, sizeof(host)) == -1)
+			fatal("gethostname");
+		host[sizeof(host) - 1] = '\0';
+		if ((p = strchr(host, '.')) != NULL)
+			*p = '\0';
+		if (!hb_valid_name(host)) {
+			log_warnx("host name %s is not a valid node name; "
+			    "use -n", host);
+			exit(EXIT_USAGE);
+		}
+		node = host;
+	}
+	if (sodium_init() == -1)
+		fatalx("sodium_init failed");
+	if ((e = key_load(keyfile, ck)) != NULL) {
+		log_warnx("%s", e);
+		exit(EXIT_USAGE);
+	}
+	hb_derive_key(ck, hkey);
+	sodium_memzero(ck, sizeof(ck));
+
+	/* Wall-clock microseconds: a later start has a larger incarnation. */
+	pkt.incarnation = wall_usec();
+	pkt.seq = 0;
+	strcpy(pkt.cluster, cluster);
+	strcpy(pkt.node, node);
+	if (strcmp(status, "-") != 0)
+		strcpy(pkt.status, status);
+
+	signal(SIGPIPE, SIG_IGN);
+	event_set_log_callback(evlog);
+	if ((base = event_base_new()) == NULL)
+		fatalx("event_base_new");
+	if ((pipebuf = evbuffer_new()) == NULL ||
+	    (statusbuf = evbuffer_new()) == NULL)
+		fatal("evbuffer_new");
+	TAILQ_FOREACH(o, &outs, entry) {
+		out_open(o);
+		if (o->m.kind != HB_MEDIUM_PIPE)
+			continue;
+		/* a pipe or socket never blocks us; a file or tty may */
+		if (fstat(STDOUT_FILENO, &st) == -1)
+			fatal("stdout");
+		if (S_ISFIFO(st.st_mode) || S_ISSOCK(st.st_mode)) {
+			flags = fcntl(STDOUT_FILENO, F_GETFL);
+			if (flags == -1 || fcntl(STDOUT_FILENO, F_SETFL,
+			    flags | O_NONBLOCK) == -1)
+				fatal("stdout");
+			pipe_ev = event_new(base, STDOUT_FILENO, EV_WRITE,
+			    pipe_cb, NULL);
+		} else
+			pipe_blocking = 1;
+	}
+	if (strcmp(status, "-") == 0) {
+		if (fstat(STDIN_FILENO, &st) == -1)
+			fatal("stdin");
+		if (S_ISFIFO(st.st_mode) || S_ISSOCK(st.st_mode) ||
+		    S_ISCHR(st.st_mode)) {
+			status_ev = event_new(base, STDIN_FILENO,
+			    EV_READ | EV_PERSIST, status_cb, NULL);
+			if (status_ev == NULL || event_add(status_ev, NULL) ==
+			    -1) {
+				/* /dev/null and the like: read it now */
+				if (status_ev != NULL)
+					event_free(status_ev);
+				status_ev = NULL;
+			}
+		}
+		if (status_ev == NULL) {
+			while (evbuffer_read(statusbuf, STDIN_FILENO, 4096) > 0)
+				;
+			if (evbuffer_get_length(statusbuf) > 0)
+				evbuffer_add(statusbuf, "\n", 1);
+			status_lines();
+		}
+	}
+
+	tick = event_new(base, -1, EV_PERSIST, tick_cb, NULL);
+	sigterm = evsignal_new(base, SIGTERM, signal_cb, NULL);
+	sigint = evsignal_new(base, SIGINT, signal_cb, NULL);
+	if (tick == NULL || sigterm == NULL || sigint == NULL)
+		fatalx("event_new");
+	tv.tv_sec = interval / 1000000;
+	tv.tv_usec = interval % 1000000;
+	if (event_add(tick, &tv) == -1 || event_add(sigterm, NULL) == -1 ||
+	    event_add(sigint, NULL) == -1)
+		fatalx("event_add");
+	send_all(HB_TYPE_HEARTBEAT);
+	ready_notify(readyfd);
+	log_debug("node %s cluster %s incarnation %llu, every %llums",
+	    pkt.node, pkt.cluster, (unsigned long long)pkt.incarnation,
+	    (unsigned long long)interval / 1000);
+
+	event_base_dispatch(base);
+
+	/* the leaving packet must reach a pipe reader before we go */
+	if (evbuffer_get_length(pipebuf) > 0 && !pipe_blocking) {
+		flags = fcntl(STDOUT_FILENO, F_GETFL);
+		if (flags != -1)
+			fcntl(STDOUT_FILENO, F_SETFL, flags & ~O_NONBLOCK);
+		pipe_flush();
+	}
+	if (status_ev != NULL)
+		event_free(status_ev);
+	if (pipe_ev != NULL)
+		event_free(pipe_ev);
+	event_free(tick);
+	event_free(sigterm);
+	event_free(sigint);
+	event_base_free(base);
+	evbuffer_free(pipebuf);
+	evbuffer_free(statusbuf);
+	while ((o = TAILQ_FIRST(&outs)) != NULL) {
+		TAILQ_REMOVE(&outs, o, entry);
+		if (o->m.kind != HB_MEDIUM_PIPE)
+			close(o->fd);
+		free(o);
+	}
+	sodium_memzero(hkey, sizeof(hkey));
+	return EXIT_OK;
+}

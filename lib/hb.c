@@ -1,0 +1,452 @@
+/* See LICENSE file for copyright and license details. */
+/*
+ * hb.c: heartbeat packets (see hb.h for the layout): key derivation,
+ * encoding, checking cheapest first and authenticating before the body is
+ * even looked at, the replay rule, and the media addresses both programs
+ * take on their command lines.
+ */
+#include <sys/socket.h>
+#include <sys/types.h>
+
+#include <arpa/inet.h>
+#include <ifaddrs.h>
+#include <net/if.h>
+#include <netdb.h>
+#include <netinet/in.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <sodium.h>
+
+#include "hatrio.h"
+#include "hb.h"
+
+static void	put64(unsigned char *, uint64_t);
+static uint64_t	get64(const unsigned char *);
+static int	parse_port(const char *, int, uint16_t *);
+
+static const char *hb_errstr[HB_NERR] = {
+	"ok",
+	"too short",
+	"bad magic",
+	"unknown version",
+	"unknown type",
+	"unknown flags",
+	"bad length",
+	"bad authentication tag (wrong key?)",
+	"malformed body",
+};
+
+const char *
+hb_strerror(int e)
+{
+	if (e < 0 || e >= HB_NERR)
+		return "unknown error";
+	return hb_errstr[e];
+}
+
+static void
+put64(unsigned char *p, uint64_t v)
+{
+	int	i;
+
+	for (i = 7; i >= 0; i--) {
+		p[i] = v & 0xff;
+		v >>= 8;
+	}
+}
+
+static uint64_t
+get64(const unsigned char *p)
+{
+	uint64_t	v = 0;
+	int		i;
+
+	for (i = 0; i < 8; i++)
+		v = v << 8 | p[i];
+	return v;
+}
+
+/*
+ * The heartbeat key is a keyed BLAKE2b hash of a fixed context string
+ * under the cluster key: another use of the same cluster key (the secure
+ * link) derives a different key, so nothing signed for one is valid for
+ * the other.
+ */
+void
+hb_derive_key(const unsigned char ck[HATRIO_KEY_BYTES],
+    unsigned char hk[HB_TAG_LEN])
+{
+	static const char	ctx[] = "hatrio heartbeat v1";
+
+	crypto_generichash(hk, HB_TAG_LEN, (const unsigned char *)ctx,
+	    sizeof(ctx) - 1, ck, HATRIO_KEY_BYTES);
+}
+
+/* Names: 1 to HB_NAME_MAX of [A-Za-z0-9._-]. */
+int
+hb_valid_name(const char *s)
+{
+	size_t	n;
+
+	for (n = 0; s[n] != '\0'; n++) {
+		if (n >= HB_NAME_MAX)
+			return 0;
+		if (!((s[n] >= 'a' && s[n] <= 'z') ||
+		    (s[n] >= 'A' && s[n] <= 'Z') ||
+		    (s[n] >= '0' && s[n] <= '9') ||
+		    s[n] == '.' || s[n] == '_' || s[n] == '-'))
+			return 0;
+	}
+	return n > 0;
+}
+
+/* A status: 0 to HB_STATUS_MAX printable ASCII characters. */
+int
+hb_valid_status(const char *s)
+{
+	size_t	n;
+
+	for (n = 0; s[n] != '\0'; n++)
+		if (n >= HB_STATUS_MAX || s[n] < 0x20 || s[n] > 0x7e)
+			return 0;
+	return 1;
+}
+
+/* hb_status_clean: make any line a valid status (truncate, mask). */
+void
+hb_status_clean(char *s)
+{
+	size_t	n;
+
+	for (n = 0; s[n] != '\0'; n++) {
+		if (n >= HB_STATUS_MAX) {
+			s[n] = '\0';
+			break;
+		}
+		if (s[n] < 0x20 || s[n] > 0x7e)
+			s[n] = '?';
+	}
+}
+
+/*
+ * Encode pkt into buf with the tag made with key.  Returns the length of
+ * the packet, or 0 when a field is invalid or buf too small.
+ */
+size_t
+hb_encode(const struct hb_packet *pkt, const unsigned char *key,
+    unsigned char *buf, size_t len)
+{
+	const char	*str[3];
+	size_t		 body, off, n, i;
+
+	if (!hb_valid_name(pkt->cluster) || !hb_valid_name(pkt->node) ||
+	    !hb_valid_status(pkt->status) ||
+	    (pkt->type != HB_TYPE_HEARTBEAT && pkt->type != HB_TYPE_LEAVING))
+		return 0;
+	str[0] = pkt->cluster;
+	str[1] = pkt->node;
+	str[2] = pkt->status;
+	body = 16 + 3 + strlen(str[0]) + strlen(str[1]) + strlen(str[2]);
+	if (len < HB_HDR_LEN + body + HB_TAG_LEN)
+		return 0;
+	memcpy(buf, HB_MAGIC, 4);
+	buf[4] = HB_VERSION;
+	buf[5] = pkt->type;
+	buf[6] = buf[7] = 0;
+	buf[8] = body >> 8;
+	buf[9] = body & 0xff;
+	off = HB_HDR_LEN;
+	put64(buf + off, pkt->incarnation);
+	put64(buf + off + 8, pkt->seq);
+	off += 16;
+	for (i = 0; i < 3; i++) {
+		n = strlen(str[i]);
+		buf[off++] = n;
+		memcpy(buf + off, str[i], n);
+		off += n;
+	}
+	crypto_auth_hmacsha512256(buf + off, buf, off, key);
+	return off + HB_TAG_LEN;
+}
+
+/*
+ * Check a header (at least HB_HDR_LEN bytes) and give the length of the
+ * whole packet it announces.  Used alone on a stream, to frame it.
+ */
+int
+hb_header(const unsigned char *buf, size_t len, size_t *pktlen)
+{
+	size_t	body;
+
+	if (len < HB_HDR_LEN)
+		return HB_ESHORT;
+	if (memcmp(buf, HB_MAGIC, 4) != 0)
+		return HB_EMAGIC;
+	if (buf[4] != HB_VERSION)
+		return HB_EVERSION;
+	if (buf[5] != HB_TYPE_HEARTBEAT && buf[5] != HB_TYPE_LEAVING)
+		return HB_ETYPE;
+	if (buf[6] != 0 || buf[7] != 0)
+		return HB_EFLAGS;
+	body = (size_t)buf[8] << 8 | buf[9];
+	if (body < HB_BODY_MIN || body > HB_BODY_MAX)
+		return HB_ELENGTH;
+	*pktlen = HB_HDR_LEN + body + HB_TAG_LEN;
+	return HB_OK;
+}
+
+/*
+ * Parse a body that is already authenticated.  Every length is checked
+ * against what is left, and the body must be consumed exactly.
+ */
+int
+hb_parse_body(const unsigned char *b, size_t len, struct hb_packet *pkt)
+{
+	char	*dst[3];
+	size_t	 max[3] = { HB_NAME_MAX, HB_NAME_MAX, HB_STATUS_MAX };
+	size_t	 off, n, i;
+
+	if (len < 16 + 3)
+		return HB_EBODY;
+	pkt->incarnation = get64(b);
+	pkt->seq = get64(b + 8);
+	if (pkt->incarnation == 0 || pkt->seq == 0)
+		return HB_EBODY;
+	dst[0] = pkt->cluster;
+	dst[1] = pkt->node;
+	dst[2] = pkt->status;
+	off = 16;
+	for (i = 0; i < 3; i++) {
+		if (off >= len)
+			return HB_EBODY;
+		n = b[off++];
+		if (n > max[i] || n > len - off ||
+		    memchr(b + off, '\0', n) != NULL)
+			return HB_EBODY;
+		memcpy(dst[i], b + off, n);
+		dst[i][n] = '\0';
+		off += n;
+	}
+	if (off != len)
+		return HB_EBODY;
+	if (!hb_valid_name(pkt->cluster) || !hb_valid_name(pkt->node) ||
+	    !hb_valid_status(pkt->status))
+		return HB_EBODY;
+	return HB_OK;
+}
+
+/*
+ * Decode one datagram: cheap checks first (length, magic, version, type,
+ * flags, length field), then the tag in constant time, and only then the
+ * body.  On error pkt may hold garbage and must not be used.
+ */
+int
+hb_decode(const unsigned char *buf, size_t len, const unsigned char *key,
+    struct hb_packet *pkt)
+{
+	size_t	pktlen;
+	int	e;
+
+	if (len < HB_PKT_MIN)
+		return HB_ESHORT;
+	if ((e = hb_header(buf, len, &pktlen)) != HB_OK)
+		return e;
+	if (pktlen != len)
+		return HB_ELENGTH;
+	if (crypto_auth_hmacsha512256_verify(buf + len - HB_TAG_LEN, buf,
+	    len - HB_TAG_LEN, key) != 0)
+		return HB_EAUTH;
+	pkt->type = buf[5];
+	return hb_parse_body(buf + HB_HDR_LEN, len - HB_HDR_LEN - HB_TAG_LEN,
+	    pkt);
+}
+
+/* Is (inc, seq) strictly newer than what r has accepted? */
+int
+hb_newer(const struct hb_replay *r, uint64_t inc, uint64_t seq)
+{
+	if (!r->seen)
+		return 1;
+	if (inc != r->incarnation)
+		return inc > r->incarnation;
+	return seq > r->seq;
+}
+
+void
+hb_accept(struct hb_replay *r, uint64_t inc, uint64_t seq)
+{
+	r->seen = 1;
+	r->incarnation = inc;
+	r->seq = seq;
+}
+
+static int
+parse_port(const char *s, int zero, uint16_t *port)
+{
+	char		*end;
+	unsigned long	 v;
+
+	if (*s < '0' || *s > '9')
+		return -1;
+	v = strtoul(s, &end, 10);
+	if (*end != '\0' || v > 65535 || (v == 0 && !zero))
+		return -1;
+	*port = v;
+	return 0;
+}
+
+/*
+ * Parse a medium: "udp:HOST:PORT", "mcast:GROUP:PORT[%IFACE]",
+ * "bcast:IFACE:PORT" or "-".  HOST may be an IPv6 address in brackets,
+ * and, when listening, "*" for any address.  Returns NULL or a reason.
+ */
+const char *
+hb_medium_parse(const char *s, int listen, struct hb_medium *m)
+{
+	struct addrinfo	 hints, *res;
+	struct ifaddrs	*ifa, *i;
+	char		 buf[256], *host, *port, *iface = NULL;
+	uint16_t	 p;
+	int		 ok;
+
+	memset(m, 0, sizeof(*m));
+	if (strcmp(s, "-") == 0) {
+		m->kind = HB_MEDIUM_PIPE;
+		return NULL;
+	}
+	if (strlen(s) >= sizeof(buf))
+		return "too long";
+	strcpy(buf, s);
+	if (strncmp(buf, "udp:", 4) == 0)
+		m->kind = HB_MEDIUM_UDP;
+	else if (strncmp(buf, "mcast:", 6) == 0)
+		m->kind = HB_MEDIUM_MCAST;
+	else if (strncmp(buf, "bcast:", 6) == 0)
+		m->kind = HB_MEDIUM_BCAST;
+	else
+		return "unknown medium (udp:, mcast:, bcast: or -)";
+	host = strchr(buf, ':') + 1;
+	if (m->kind == HB_MEDIUM_MCAST && (iface = strchr(host, '%')) != NULL)
+		*iface++ = '\0';
+	if ((port = strrchr(host, ':')) == NULL)
+		return "no port";
+	*port++ = '\0';
+	if (parse_port(port, 0, &p) == -1)
+		return "bad port";
+	if (*host == '[' && host[strlen(host) - 1] == ']') {
+		host[strlen(host) - 1] = '\0';
+		host++;
+	}
+	if (*host == '\0')
+		return "no address";
+
+	if (m->kind == HB_MEDIUM_BCAST) {
+		if (strlen(host) >= sizeof(m->ifname))
+			return "interface name too long";
+		strcpy(m->ifname, host);
+		if ((m->ifindex = if_nametoindex(host)) == 0)
+			return "no such interface";
+		if (listen) {
+			struct sockaddr_in *sin = (struct sockaddr_in *)&m->ss;
+
+			sin->sin_family = AF_INET;
+			sin->sin_port = htons(p);
+			m->sslen = sizeof(*sin);
+			m->any = 1;
+			return NULL;
+		}
+		if (getifaddrs(&ifa) == -1)
+			return "getifaddrs failed";
+		ok = 0;
+		for (i = ifa; i != NULL; i = i->ifa_next) {
+			struct sockaddr_in	*sin;
+
+			if (i->ifa_addr == NULL ||
+			    i->ifa_addr->sa_family != AF_INET ||
+			    strcmp(i->ifa_name, host) != 0 ||
+			    !(i->ifa_flags & IFF_BROADCAST) ||
+			    i->ifa_netmask == NULL)
+				continue;
+			/* from address and mask: "brd" is often not set */
+			memcpy(&m->ss, i->ifa_addr, sizeof(*sin));
+			sin = (struct sockaddr_in *)&m->ss;
+			sin->sin_addr.s_addr |= ~((struct sockaddr_in *)
+			    i->ifa_netmask)->sin_addr.s_addr;
+			sin->sin_port = htons(p);
+			m->sslen = sizeof(struct sockaddr_in);
+			ok = 1;
+			break;
+		}
+		freeifaddrs(ifa);
+		return ok ? NULL : "interface has no IPv4 broadcast address";
+	}
+
+	if (strcmp(host, "*") == 0) {
+		struct sockaddr_in6 *sin6 = (struct sockaddr_in6 *)&m->ss;
+
+		if (!listen || m->kind != HB_MEDIUM_UDP)
+			return "\"*\" is only for listening on udp";
+		sin6->sin6_family = AF_INET6;
+		sin6->sin6_addr = in6addr_any;
+		sin6->sin6_port = htons(p);
+		m->sslen = sizeof(*sin6);
+		m->any = 1;
+		return NULL;
+	}
+	memset(&hints, 0, sizeof(hints));
+	hints.ai_socktype = SOCK_DGRAM;
+	hints.ai_flags = AI_NUMERICHOST | AI_NUMERICSERV;
+	if (getaddrinfo(host, port, &hints, &res) != 0)
+		return "not a numeric IPv4 or IPv6 address";
+	memcpy(&m->ss, res->ai_addr, res->ai_addrlen);
+	m->sslen = res->ai_addrlen;
+	freeaddrinfo(res);
+	if (m->kind == HB_MEDIUM_MCAST) {
+		ok = m->ss.ss_family == AF_INET ?
+		    IN_MULTICAST(ntohl(((struct sockaddr_in *)&m->ss)->
+		    sin_addr.s_addr)) :
+		    IN6_IS_ADDR_MULTICAST(&((struct sockaddr_in6 *)&m->ss)->
+		    sin6_addr);
+		if (!ok)
+			return "not a multicast group";
+		if (iface != NULL) {
+			if (strlen(iface) >= sizeof(m->ifname))
+				return "interface name too long";
+			strcpy(m->ifname, iface);
+			if ((m->ifindex = if_nametoindex(iface)) == 0)
+				return "no such interface";
+		}
+	}
+	return NULL;
+}
+
+/* The address of sa as "HOST:PORT", IPv6 in brackets, mapped IPv4 plain. */
+const char *
+hb_addr_str(const struct sockaddr *sa, char *buf, size_t len)
+{
+	char	 host[INET6_ADDRSTRLEN];
+
+	if (sa->sa_family == AF_INET) {
+		const struct sockaddr_in *sin = (const struct sockaddr_in *)sa;
+
+		inet_ntop(AF_INET, &sin->sin_addr, host, sizeof(host));
+		snprintf(buf, len, "%s:%u", host, ntohs(sin->sin_port));
+	} else if (sa->sa_family == AF_INET6) {
+		const struct sockaddr_in6 *s6 = (const struct sockaddr_in6 *)sa;
+
+		if (IN6_IS_ADDR_V4MAPPED(&s6->sin6_addr)) {
+			inet_ntop(AF_INET, &s6->sin6_addr.s6_addr[12], host,
+			    sizeof(host));
+			snprintf(buf, len, "%s:%u", host,
+			    ntohs(s6->sin6_port));
+		} else {
+			inet_ntop(AF_INET6, &s6->sin6_addr, host, sizeof(host));
+			snprintf(buf, len, "[%s]:%u", host,
+			    ntohs(s6->sin6_port));
+		}
+	} else
+		snprintf(buf, len, "?");
+	return buf;
+}
