@@ -92,7 +92,7 @@ stop_daemon() {
 	local f=$BATS_TEST_TMPDIR/$1.pid pid i rc
 	[ -f "$f" ] || return 0
 	pid=$(cat "$f"); rm -f "$f"
-	kill -TERM "$pid" 2>/dev/null || { wait "$pid" 2>/dev/null; return 0; }
+	kill -TERM "$pid" 2>/dev/null || { wait "$pid" 2>/dev/null || true; return 0; }
 	# (a process already gone: its status is no longer ours to judge)
 	for i in $(seq 100); do
 		if ! kill -0 "$pid" 2>/dev/null; then
