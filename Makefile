@@ -8,13 +8,13 @@ include config.mk
 
 BIN =
 MAN8 =
-LIBOBJ = lib/log.o lib/util.o lib/key.o
-HDR = lib/hatrio.h
+LIBOBJ = lib/log.o lib/util.o lib/key.o lib/link.o
+HDR = lib/hatrio.h lib/link.h
 LIB = lib/libhatrio.a
 
 # test tools and C unit tests, built by "make tests" and "make check"
 TESTBIN = t/wanproxy t/libcheck
-UNIT = t/unit/util
+UNIT = t/unit/util t/unit/link
 
 all: $(BIN)
 
