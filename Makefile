@@ -13,7 +13,7 @@ HDR = lib/hatrio.h lib/link.h
 LIB = lib/libhatrio.a
 
 # test tools and C unit tests, built by "make tests" and "make check"
-TESTBIN = t/wanproxy t/libcheck
+TESTBIN = t/wanproxy t/libcheck t/linkpump
 UNIT = t/unit/util t/unit/link
 
 all: $(BIN)

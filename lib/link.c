@@ -95,6 +95,7 @@ struct link {
 	crypto_secretstream_xchacha20poly1305_state tx, rx;
 
 	unsigned char		*obuf;		/* outgoing plaintext */
+	unsigned char		*zbuf;		/* outgoing, compressed */
 	unsigned char		*cbuf;		/* incoming ciphertext */
 	unsigned char		*ibuf;		/* incoming plaintext */
 	unsigned char		*dbuf;		/* decompressed */
@@ -144,7 +145,8 @@ static int	 link_hello(struct link *, struct evbuffer *);
 static int	 link_auth(struct link *, struct evbuffer *);
 static int	 link_frame(struct link *, struct evbuffer *);
 static int	 link_deliver(struct link *, const unsigned char *, size_t);
-static int	 link_push(struct link *, size_t, unsigned char);
+static int	 link_push(struct link *, unsigned char *, size_t,
+		    unsigned char);
 static void	 derive(unsigned char [32], const char *,
 		    const unsigned char *, const unsigned char *,
 		    const unsigned char *, const unsigned char *);
@@ -296,6 +298,7 @@ link_new(struct event_base *base, int rfd, int wfd, const struct link_opts *o,
 
 	/* Every buffer the steady state needs, allocated once. */
 	if ((l->obuf = malloc(INNER_HDR + l->max_msg)) == NULL ||
+	    (l->zbuf = malloc(INNER_HDR + l->max_msg)) == NULL ||
 	    (l->ibuf = malloc(INNER_HDR + l->max_msg)) == NULL ||
 	    (l->cbuf = malloc(ABYTES + INNER_HDR + l->max_msg)) == NULL ||
 	    (l->dctx = ZSTD_createDCtx()) == NULL ||
@@ -467,6 +470,7 @@ link_destroy(struct link *l)
 		event_free(l->timer);
 	sodium_memzero(l->key, sizeof(l->key));
 	free(l->obuf);
+	free(l->zbuf);
 	free(l->ibuf);
 	free(l->cbuf);
 	free(l->dbuf);
@@ -546,7 +550,7 @@ link_close(struct link *l, const char *reason)
 	l->obuf[2] = 0;
 	if (n > 0)
 		memcpy(l->obuf + INNER_HDR, reason, n);
-	if (link_push(l, INNER_HDR + n,
+	if (link_push(l, l->obuf, INNER_HDR + n,
 	    crypto_secretstream_xchacha20poly1305_TAG_FINAL) == -1) {
 		link_fail(l, "%s", l->reason);
 		return;
@@ -869,9 +873,10 @@ link_auth(struct link *l, struct evbuffer *in)
 static int
 link_frame(struct link *l, struct evbuffer *in)
 {
-	unsigned char		 hdr[FRAME_HDR];
+	unsigned char		 hdr[FRAME_HDR], *c;
 	unsigned long long	 mlen;
 	unsigned char		 tag;
+	int			 r;
 	size_t			 n = evbuffer_get_length(in), flen, fmax;
 
 	if (n < FRAME_HDR)
@@ -887,10 +892,19 @@ link_frame(struct link *l, struct evbuffer *in)
 	}
 	if (n < FRAME_HDR + flen)
 		return 0;
-	evbuffer_drain(in, FRAME_HDR);
-	evbuffer_remove(in, l->cbuf, flen);
-	if (crypto_secretstream_xchacha20poly1305_pull(&l->rx, l->ibuf, &mlen,
-	    &tag, l->cbuf, flen, hdr, FRAME_HDR) != 0) {
+	/* Decrypt in place in the input buffer when contiguous, or copy. */
+	if (evbuffer_get_contiguous_space(in) >= FRAME_HDR + flen) {
+		c = evbuffer_pullup(in, FRAME_HDR + flen) + FRAME_HDR;
+		r = crypto_secretstream_xchacha20poly1305_pull(&l->rx, l->ibuf,
+		    &mlen, &tag, c, flen, hdr, FRAME_HDR);
+		evbuffer_drain(in, FRAME_HDR + flen);
+	} else {
+		evbuffer_drain(in, FRAME_HDR);
+		evbuffer_remove(in, l->cbuf, flen);
+		r = crypto_secretstream_xchacha20poly1305_pull(&l->rx, l->ibuf,
+		    &mlen, &tag, l->cbuf, flen, hdr, FRAME_HDR);
+	}
+	if (r != 0) {
 		link_fail(l, "message authentication failed: forged, "
 		    "modified, replayed or reordered data from %s", l->addr);
 		return -1;
@@ -995,7 +1009,7 @@ looks_random(const unsigned char *p, size_t n)
 
 /* Encrypt obuf[0..mlen) as one frame straight into the output buffer. */
 static int
-link_push(struct link *l, size_t mlen, unsigned char tag)
+link_push(struct link *l, unsigned char *m, size_t mlen, unsigned char tag)
 {
 	struct evbuffer	*out = bufferevent_get_output(l->wbev);
 	struct evbuffer_iovec v;
@@ -1021,7 +1035,7 @@ link_push(struct link *l, size_t mlen, unsigned char tag)
 	p = v.iov_base;
 	put32(p, flen);
 	crypto_secretstream_xchacha20poly1305_push(&l->tx, p + FRAME_HDR, NULL,
-	    l->obuf, mlen, p, FRAME_HDR, tag);
+	    m, mlen, p, FRAME_HDR, tag);
 	v.iov_len = FRAME_HDR + flen;
 	if (evbuffer_commit_space(out, &v, 1) == -1) {
 		errno = ENOMEM;
@@ -1033,11 +1047,17 @@ link_push(struct link *l, size_t mlen, unsigned char tag)
 	return 0;
 }
 
+/*
+ * Compress and send buf, or send it raw when zstd is off, the data looks
+ * incompressible or does not shrink.  buf may be obuf + INNER_HDR (the
+ * zero-copy path of link_msg_buf()), which then needs no copy.
+ */
 static int
 link_send_msg(struct link *l, unsigned type, unsigned flags, const void *buf,
     size_t len, int zok)
 {
-	size_t	r, plen = len;
+	unsigned char	*m = l->obuf;
+	size_t		 r, plen = len;
 
 	if (l->state != LS_OPEN) {
 		errno = ENOTCONN;
@@ -1056,22 +1076,23 @@ link_send_msg(struct link *l, unsigned type, unsigned flags, const void *buf,
 		errno = ENOBUFS;
 		return -1;
 	}
-	l->obuf[0] = type >> 8;
-	l->obuf[1] = type;
 	if (zok && l->cctx != NULL && len >= ZMIN && !looks_random(buf, len)) {
 		/* Worth it only if it shrinks: capacity len - 1. */
-		r = ZSTD_compress2(l->cctx, l->obuf + INNER_HDR, len - 1, buf,
+		r = ZSTD_compress2(l->cctx, l->zbuf + INNER_HDR, len - 1, buf,
 		    len);
 		if (!ZSTD_isError(r)) {
 			flags |= LINK_F_ZSTD;
 			plen = r;
+			m = l->zbuf;
 			l->st.compressed_out++;
 		}
 	}
-	if (!(flags & LINK_F_ZSTD) || !zok)
+	if (m == l->obuf && buf != l->obuf + INNER_HDR)
 		memcpy(l->obuf + INNER_HDR, buf, len);
-	l->obuf[2] = flags;
-	if (link_push(l, INNER_HDR + plen,
+	m[0] = type >> 8;
+	m[1] = type;
+	m[2] = flags;
+	if (link_push(l, m, INNER_HDR + plen,
 	    crypto_secretstream_xchacha20poly1305_TAG_MESSAGE) == -1)
 		return -1;
 	l->st.msgs_out++;
@@ -1083,6 +1104,18 @@ int
 link_send(struct link *l, unsigned type, const void *buf, size_t len)
 {
 	return link_send_msg(l, type, 0, buf, len, 1);
+}
+
+void *
+link_msg_buf(struct link *l)
+{
+	return l->obuf + INNER_HDR;
+}
+
+int
+link_send_buf(struct link *l, unsigned type, size_t len)
+{
+	return link_send_msg(l, type, 0, l->obuf + INNER_HDR, len, 1);
 }
 
 int

@@ -93,6 +93,12 @@ void		 link_set_cb(struct link *, const struct link_cb *);
  * backpressure), ENOTCONN (not ready, or closing).
  */
 int		 link_send(struct link *, unsigned type, const void *, size_t);
+/*
+ * Zero copy: fill up to link_max_msg() bytes at link_msg_buf() (valid
+ * until the next send), then link_send_buf() them.
+ */
+void		*link_msg_buf(struct link *);
+int		 link_send_buf(struct link *, unsigned type, size_t);
 size_t		 link_queued_bytes(struct link *);
 int		 link_writable(struct link *);	/* queue below hiwat */
 size_t		 link_max_msg(struct link *);
