@@ -16,6 +16,11 @@ LIB = lib/libhatrio.a
 TESTBIN = t/wanproxy t/libcheck t/linkpump
 UNIT = t/unit/util t/unit/link
 
+# fuzz targets (libFuzzer): "make fuzz" runs each for FUZZ_TIME seconds
+FUZZ = t/fuzz/link_hello t/fuzz/link_frames
+FUZZ_TIME = 30
+FUZZ_SRC = lib/link.c lib/log.c lib/util.c lib/key.c
+
 all: $(BIN)
 
 tests: $(TESTBIN) $(UNIT)
@@ -44,7 +49,7 @@ check: deps
 # The whole suite again, built with the address and undefined-behaviour
 # sanitizers, in a copy of the tree so that the normal build is untouched.
 asan: deps
-	rm -rf .asan
+	rm -rf .asan .fuzz
 	mkdir .asan
 	git ls-files -co --exclude-standard | grep -v '^\.asan/' | \
 	    tar -cf - -T - | (cd .asan && tar -xf -)
@@ -52,6 +57,20 @@ asan: deps
 	    LDFLAGS="$(ASAN_LDFLAGS)" all tests && \
 	    ASAN_OPTIONS=detect_leaks=1:abort_on_error=0 \
 	    UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 t/check $(UNIT)
+
+# Each fuzz target, built with clang's libFuzzer and the sanitizers, runs for
+# FUZZ_TIME seconds; a crash, a leak or a sanitizer report fails.
+fuzz:
+	mkdir -p .fuzz
+	for f in $(FUZZ); do \
+		n=$${f#t/fuzz/}; \
+		$(FUZZ_CC) $(CPPFLAGS) $(FUZZ_CFLAGS) -o .fuzz/$$n $$f.c \
+		    $(FUZZ_SRC) $(LDLIBS) || exit 1; \
+		mkdir -p .fuzz/$$n.corpus; \
+		.fuzz/$$n -max_total_time=$(FUZZ_TIME) -timeout=10 \
+		    -rss_limit_mb=2048 -print_final_stats=1 \
+		    -artifact_prefix=.fuzz/$$n- .fuzz/$$n.corpus || exit 1; \
+	done
 
 install: all
 	mkdir -p $(DESTDIR)$(PREFIX)/sbin $(DESTDIR)$(MANPREFIX)/man8
@@ -74,6 +93,6 @@ lint:
 
 clean:
 	rm -f $(BIN) $(LIB) $(LIBOBJ) $(TESTBIN) $(UNIT)
-	rm -rf .asan
+	rm -rf .asan .fuzz
 
-.PHONY: all tests deps check asan install uninstall lint clean
+.PHONY: all tests deps check asan fuzz install uninstall lint clean

@@ -22,3 +22,9 @@ LDLIBS = $(PKG_LIBS) -lpthread
 ASAN_CFLAGS = -std=gnu11 -Wall -Wextra -Werror -O1 -g -fno-omit-frame-pointer \
 	-fsanitize=address,undefined -fno-sanitize-recover=undefined $(PKG_CFLAGS)
 ASAN_LDFLAGS = -fsanitize=address,undefined
+
+# make fuzz: libFuzzer targets, with clang
+FUZZ_CC = clang
+FUZZ_CFLAGS = -std=gnu11 -Wall -Wextra -Werror -g -O1 -fno-omit-frame-pointer \
+	-fsanitize=fuzzer,address,undefined -fno-sanitize-recover=undefined \
+	$(PKG_CFLAGS)
