@@ -8,6 +8,7 @@ include config.mk
 
 BIN =
 MAN8 =
+MAN7 = man/hatrio-link.7
 LIBOBJ = lib/log.o lib/util.o lib/key.o lib/link.o
 HDR = lib/hatrio.h lib/link.h
 LIB = lib/libhatrio.a
@@ -73,7 +74,8 @@ fuzz:
 	done
 
 install: all
-	mkdir -p $(DESTDIR)$(PREFIX)/sbin $(DESTDIR)$(MANPREFIX)/man8
+	mkdir -p $(DESTDIR)$(PREFIX)/sbin $(DESTDIR)$(MANPREFIX)/man8 \
+	    $(DESTDIR)$(MANPREFIX)/man7
 	for f in $(BIN); do \
 		cp -f $$f $(DESTDIR)$(PREFIX)/sbin/ && \
 		chmod 755 $(DESTDIR)$(PREFIX)/sbin/$${f#bin/} || exit 1; \
@@ -83,13 +85,19 @@ install: all
 		    > $(DESTDIR)$(MANPREFIX)/man8/$${f#man/} && \
 		chmod 644 $(DESTDIR)$(MANPREFIX)/man8/$${f#man/} || exit 1; \
 	done
+	for f in $(MAN7); do \
+		sed "s/VERSION/$(VERSION)/g" < $$f \
+		    > $(DESTDIR)$(MANPREFIX)/man7/$${f#man/} && \
+		chmod 644 $(DESTDIR)$(MANPREFIX)/man7/$${f#man/} || exit 1; \
+	done
 
 uninstall:
 	for f in $(BIN); do rm -f $(DESTDIR)$(PREFIX)/sbin/$${f#bin/}; done
 	for f in $(MAN8); do rm -f $(DESTDIR)$(MANPREFIX)/man8/$${f#man/}; done
+	for f in $(MAN7); do rm -f $(DESTDIR)$(MANPREFIX)/man7/$${f#man/}; done
 
 lint:
-	for f in $(MAN8); do mandoc -Tlint -Wwarning $$f || exit 1; done
+	for f in $(MAN8) $(MAN7); do mandoc -Tlint -Wwarning $$f || exit 1; done
 
 clean:
 	rm -f $(BIN) $(LIB) $(LIBOBJ) $(TESTBIN) $(UNIT)

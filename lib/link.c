@@ -133,9 +133,11 @@ static uint32_t	 get32(const unsigned char *);
 static void	 link_fail(struct link *, const char *, ...)
 		    __attribute__((format(printf, 2, 3)));
 static void	 link_teardown(struct link *);
+static void	 link_flush_once(struct link *);
 static void	 link_destroy(struct link *);
 static void	 link_release(struct link *);
 static void	 link_closed(struct link *);
+static void	 link_read_rest(struct link *);
 static void	 link_read_cb(struct bufferevent *, void *);
 static void	 link_write_cb(struct bufferevent *, void *);
 static void	 link_event_cb(struct bufferevent *, short, void *);
@@ -244,6 +246,7 @@ link_opts_init(struct link_opts *o)
 {
 	memset(o, 0, sizeof(*o));
 	o->role = LINK_CLIENT;
+	o->zlevel = LINK_ZLEVEL_DEFAULT;
 	o->max_msg = LINK_MSG_MAX_DEFAULT;
 	o->hiwat = LINK_HIWAT_DEFAULT;
 	o->lowat = LINK_LOWAT_DEFAULT;
@@ -514,6 +517,34 @@ link_closed(struct link *l)
 		l->cb.on_close(l, l->reason);
 }
 
+/*
+ * Before closing on a failure: push out what is queued (during the
+ * handshake that is our AUTH, which lets the peer tell a wrong key from a
+ * crash) and consume what the peer sent, so that the close is a FIN and
+ * not a reset that could destroy those bytes in transit.  Never blocks.
+ */
+static void
+link_flush_once(struct link *l)
+{
+	struct evbuffer	*out;
+	unsigned char	*p, junk[4096];
+	size_t		 n;
+	int		 i;
+
+	/* libevent freezes its buffers, so use the descriptors directly. */
+	if (l->wbev != NULL && l->state != LS_OPEN) {
+		out = bufferevent_get_output(l->wbev);
+		n = evbuffer_get_length(out);
+		if (n > 0 && (p = evbuffer_pullup(out, n)) != NULL)
+			(void)write(bufferevent_getfd(l->wbev), p, n);
+	}
+	if (l->rbev == NULL)
+		return;
+	for (i = 0; i < 256; i++)
+		if (read(bufferevent_getfd(l->rbev), junk, sizeof(junk)) <= 0)
+			break;
+}
+
 static void
 link_fail(struct link *l, const char *fmt, ...)
 {
@@ -524,6 +555,7 @@ link_fail(struct link *l, const char *fmt, ...)
 	va_start(ap, fmt);
 	vsnprintf(l->reason, sizeof(l->reason), fmt, ap);
 	va_end(ap);
+	link_flush_once(l);
 	link_closed(l);
 }
 
@@ -630,8 +662,14 @@ link_event_cb(struct bufferevent *bev, short what, void *arg)
 
 	(void)bev;
 	l->busy++;
-	if (what & BEV_EVENT_EOF)
-		link_input(l);	/* whatever arrived before the end */
+	/*
+	 * Whatever arrived before the end counts first: a write that failed
+	 * because the peer closed may leave its last words (a failed
+	 * handshake's AUTH, a final message) unread in the socket.
+	 */
+	if ((what & BEV_EVENT_ERROR) && l->rbev != NULL)
+		link_read_rest(l);
+	link_input(l);
 	if (l->state == LS_DONE || l->freed)
 		goto out;
 	if (what & BEV_EVENT_ERROR) {
@@ -664,6 +702,26 @@ link_event_cb(struct bufferevent *bev, short what, void *arg)
 	}
 out:
 	link_release(l);
+}
+
+/* Move what the kernel still holds into the input buffer. */
+static void
+link_read_rest(struct link *l)
+{
+	struct evbuffer_iovec	v;
+	ssize_t			n;
+	int			i;
+
+	for (i = 0; i < 16; i++) {
+		if (evbuffer_reserve_space(bufferevent_get_input(l->rbev),
+		    READ_CHUNK, &v, 1) < 1)
+			return;
+		n = read(bufferevent_getfd(l->rbev), v.iov_base, v.iov_len);
+		v.iov_len = n > 0 ? (size_t)n : 0;
+		evbuffer_commit_space(bufferevent_get_input(l->rbev), &v, 1);
+		if (n <= 0)
+			return;
+	}
 }
 
 static void

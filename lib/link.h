@@ -31,6 +31,7 @@ struct link_client;
 #define LINK_REKEY_BYTES	(1ULL << 30)	/* rekey after 1 GiB ... */
 #define LINK_REKEY_USEC		(600ULL * 1000000) /* ... or 10 minutes */
 #define LINK_ZLEVEL_MAX		19
+#define LINK_ZLEVEL_DEFAULT	1
 
 enum link_role {
 	LINK_CLIENT,
@@ -73,7 +74,10 @@ struct link_stats {
 	uint64_t	compressed_out, rekeys_out, rekeys_in;
 };
 
-/* Option defaults filled in; key, name and role remain the caller's. */
+/*
+ * Option defaults filled in (zstd level 1: every link compresses unless
+ * told not to); key, name and role remain the caller's.
+ */
 void		 link_opts_init(struct link_opts *);
 
 /*

@@ -11,7 +11,7 @@
  *
  * usage: linkpump [-Rsv] [-b size] [-d fd] [-i file] [-k keyfile] [-m size]
  *	    [-n name] [-o file] [-p peer] [-z level] listen|connect host port
- *	linkpump ... stdio
+ *	linkpump ... stdio client|server
  */
 #include <sys/socket.h>
 #include <sys/types.h>
@@ -55,7 +55,7 @@ usage(void)
 	    "[-k keyfile] [-m size]\n"
 	    "\t[-n name] [-o file] [-p peer] [-z level] "
 	    "listen|connect host port\n"
-	    "       linkpump ... stdio\n");
+	    "       linkpump ... stdio client|server\n");
 	exit(EXIT_USAGE);
 }
 
@@ -291,21 +291,22 @@ main(int argc, char *argv[])
 	log_setverbose(vflag);
 	if (!(argc == 3 && (strcmp(argv[0], "listen") == 0 ||
 	    strcmp(argv[0], "connect") == 0)) &&
-	    !(argc == 1 && strcmp(argv[0], "stdio") == 0))
+	    !(argc == 2 && strcmp(argv[0], "stdio") == 0 &&
+	    (strcmp(argv[1], "client") == 0 || strcmp(argv[1], "server") == 0)))
 		usage();
 	if (!Rflag && kfile == NULL)
 		errx(EXIT_USAGE, "-k keyfile is required");
 	if (bsize > lo.max_msg)
 		errx(EXIT_USAGE, "-b is larger than -m");
-	if (Rflag && argc == 1)
+	if (Rflag && argc == 2)
 		errx(EXIT_USAGE, "-R needs listen or connect");
 	if (sodium_init() == -1)
 		errx(EXIT_SYS, "sodium_init failed");
 	if (kfile != NULL && (e = key_load(kfile, key)) != NULL)
 		errx(EXIT_USAGE, "%s", e);
 	lo.key = key;
-	lo.role = argc == 3 && strcmp(argv[0], "listen") == 0 ?
-	    LINK_SERVER : LINK_CLIENT;
+	lo.role = strcmp(argv[0], "listen") == 0 || (argc == 2 &&
+	    strcmp(argv[1], "server") == 0) ? LINK_SERVER : LINK_CLIENT;
 	signal(SIGPIPE, SIG_IGN);
 	if ((buf = malloc(bsize)) == NULL)
 		err(EXIT_SYS, "malloc");
