@@ -57,6 +57,7 @@ struct relay {
 static struct event_base	*base;
 static unsigned char		 key1[HATRIO_KEY_BYTES], key2[HATRIO_KEY_BYTES];
 static struct end		 ce, se;
+static uint64_t			 rekey_us;
 
 static void
 gen(unsigned char *p, size_t n, unsigned seed, int compressible)
@@ -139,6 +140,7 @@ opts(struct link_opts *o, enum link_role role, const unsigned char *key,
 	o->max_msg = MAXMSG;
 	o->handshake_usec = 300000;
 	o->peer_addr = ADDR;
+	o->rekey_usec = rekey_us;
 }
 
 static void
@@ -770,6 +772,31 @@ test_rekey_and_pipes(void)
 	    (unsigned long long)cs.rekeys_out);
 }
 
+/* Rekeying after a time bound: the sender tags, both sides follow. */
+static void
+test_rekey_time(void)
+{
+	struct link_stats	 cs, ss;
+	size_t			 sizes[1] = { 500 };
+	int			 i;
+
+	rekey_us = 20000;
+	direct_pair(0);
+	rekey_us = 0;
+	ok(wait_ready(), "time rekey: ready");
+	for (i = 0; i < 6; i++) {
+		usleep(25000);
+		send_all(sizes, 1, 0);
+		se.nmsg = 0;	/* send_all numbers from 0 each time */
+		run(20);
+	}
+	link_get_stats(ce.l, &cs);
+	link_get_stats(se.l, &ss);
+	ok(cs.rekeys_out >= 5 && cs.rekeys_out == ss.rekeys_in &&
+	    se.bad == 0 && !se.closed, "rekeyed %llu times after 20ms each, "
+	    "messages intact", (unsigned long long)cs.rekeys_out);
+}
+
 /* TCP: TCP_NODELAY on both ends, and the reconnecting client. */
 static struct end	 acc_end;
 static int		 nready, naccept;
@@ -914,6 +941,7 @@ main(void)
 	test_flips();
 	test_backpressure();
 	test_rekey_and_pipes();
+	test_rekey_time();
 	test_tcp();
 	reset();
 	free(chk);
