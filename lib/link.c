@@ -54,7 +54,7 @@
 #define INNER_HDR	3		/* type (2), flags (1) */
 #define FRAME_HDR	4
 #define REASON_MAX	256
-#define READ_CHUNK	(256 * 1024)
+#define READ_CHUNK	(1024 * 1024)
 #define ZMIN		64		/* smaller messages are never compressed */
 #define T_LABEL		"hatrio link 1"
 
