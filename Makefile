@@ -70,7 +70,8 @@ fuzz:
 		mkdir -p .fuzz/$$n.corpus; \
 		.fuzz/$$n -max_total_time=$(FUZZ_TIME) -timeout=10 \
 		    -rss_limit_mb=2048 -print_final_stats=1 \
-		    -artifact_prefix=.fuzz/$$n- .fuzz/$$n.corpus || exit 1; \
+		    -artifact_prefix=.fuzz/$$n- .fuzz/$$n.corpus \
+		    $$(test -d t/fuzz/seed/$$n && echo t/fuzz/seed/$$n) || exit 1; \
 	done
 
 install: all
