@@ -66,6 +66,20 @@ enum link_state {
 	LS_DONE		/* torn down, on_close called or due */
 };
 
+/*
+ * Outgoing frames are encrypted straight into a ring allocated once per
+ * link and handed to libevent by reference; libevent gives each region back
+ * when it has written it, in order.  So the steady state neither copies
+ * nor allocates message-sized buffers (nor faults in fresh pages).  The
+ * ring outlives its link while libevent still holds regions of it.
+ */
+struct oring {
+	unsigned char	*buf;
+	size_t		 size, head, tail;
+	unsigned	 inflight;
+	int		 orphan;
+};
+
 struct link {
 	struct event_base	*base;
 	struct bufferevent	*rbev, *wbev;	/* the same for a socket */
@@ -94,6 +108,7 @@ struct link {
 	unsigned char		 rx_key[32];
 	crypto_secretstream_xchacha20poly1305_state tx, rx;
 
+	struct oring		*ring;		/* outgoing frames */
 	unsigned char		*obuf;		/* outgoing plaintext */
 	unsigned char		*zbuf;		/* outgoing, compressed */
 	unsigned char		*cbuf;		/* incoming ciphertext */
@@ -128,6 +143,9 @@ struct link_client {
 static int	 name_ok(const char *);
 static void	 fmt_addr(int, int, char *, size_t);
 static void	 timer_in(struct event *, uint64_t);
+static unsigned char *oring_get(struct oring *, size_t);
+static void	 oring_release(const void *, size_t, void *);
+static void	 oring_free(struct oring *);
 static void	 put32(unsigned char *, uint32_t);
 static uint32_t	 get32(const unsigned char *);
 static void	 link_fail(struct link *, const char *, ...)
@@ -159,6 +177,56 @@ static void	 client_retry(struct link_client *, const char *);
 static void	 client_timer_cb(evutil_socket_t, short, void *);
 static void	 client_connect_cb(evutil_socket_t, short, void *);
 static void	 client_link_closed(struct link *);
+
+/* A contiguous region of n bytes at the head of the ring, or NULL. */
+static unsigned char *
+oring_get(struct oring *r, size_t n)
+{
+	if (r->inflight == 0)
+		r->head = r->tail = 0;
+	if (r->head >= r->tail) {
+		if (r->size - r->head >= n)
+			return r->buf + r->head;
+		if (r->tail > n) {
+			/* Wrap; the end stays unused this round. */
+			r->head = 0;
+			return r->buf;
+		}
+		return NULL;
+	}
+	if (r->tail - r->head > n)
+		return r->buf + r->head;
+	return NULL;
+}
+
+/* libevent wrote (or dropped) the region: regions come back in order. */
+static void
+oring_release(const void *data, size_t len, void *arg)
+{
+	struct oring	*r = arg;
+
+	r->tail = ((const unsigned char *)data - r->buf) + len;
+	if (--r->inflight == 0) {
+		r->head = r->tail = 0;
+		if (r->orphan) {
+			free(r->buf);
+			free(r);
+		}
+	}
+}
+
+static void
+oring_free(struct oring *r)
+{
+	if (r == NULL)
+		return;
+	if (r->inflight > 0) {
+		r->orphan = 1;
+		return;
+	}
+	free(r->buf);
+	free(r);
+}
 
 static void
 timer_in(struct event *ev, uint64_t us)
@@ -300,6 +368,10 @@ link_new(struct event_base *base, int rfd, int wfd, const struct link_opts *o,
 		fmt_addr(rfd, wfd, l->addr, sizeof(l->addr));
 
 	/* Every buffer the steady state needs, allocated once. */
+	if ((l->ring = calloc(1, sizeof(*l->ring))) == NULL ||
+	    (l->ring->buf = malloc(l->queue_max)) == NULL)
+		goto fail;
+	l->ring->size = l->queue_max;
 	if ((l->obuf = malloc(INNER_HDR + l->max_msg)) == NULL ||
 	    (l->zbuf = malloc(INNER_HDR + l->max_msg)) == NULL ||
 	    (l->ibuf = malloc(INNER_HDR + l->max_msg)) == NULL ||
@@ -472,6 +544,7 @@ link_destroy(struct link *l)
 	if (l->timer != NULL)
 		event_free(l->timer);
 	sodium_memzero(l->key, sizeof(l->key));
+	oring_free(l->ring);
 	free(l->obuf);
 	free(l->zbuf);
 	free(l->ibuf);
@@ -1085,19 +1158,35 @@ link_push(struct link *l, unsigned char *m, size_t mlen, unsigned char tag)
 			l->st.rekeys_out++;
 		}
 	}
-	if (evbuffer_reserve_space(out, FRAME_HDR + flen, &v, 1) < 1 ||
-	    v.iov_len < FRAME_HDR + flen) {
-		errno = ENOMEM;
-		return -1;
-	}
-	p = v.iov_base;
-	put32(p, flen);
-	crypto_secretstream_xchacha20poly1305_push(&l->tx, p + FRAME_HDR, NULL,
-	    m, mlen, p, FRAME_HDR, tag);
-	v.iov_len = FRAME_HDR + flen;
-	if (evbuffer_commit_space(out, &v, 1) == -1) {
-		errno = ENOMEM;
-		return -1;
+	if ((p = oring_get(l->ring, FRAME_HDR + flen)) != NULL) {
+		put32(p, flen);
+		crypto_secretstream_xchacha20poly1305_push(&l->tx,
+		    p + FRAME_HDR, NULL, m, mlen, p, FRAME_HDR, tag);
+		l->ring->head = p - l->ring->buf + FRAME_HDR + flen;
+		l->ring->inflight++;
+		if (evbuffer_add_reference(out, p, FRAME_HDR + flen,
+		    oring_release, l->ring) == -1) {
+			l->ring->head = p - l->ring->buf;
+			l->ring->inflight--;
+			errno = ENOMEM;
+			return -1;
+		}
+	} else {
+		/* The ring is full (only past queue_max): copy instead. */
+		if (evbuffer_reserve_space(out, FRAME_HDR + flen, &v, 1) < 1 ||
+		    v.iov_len < FRAME_HDR + flen) {
+			errno = ENOMEM;
+			return -1;
+		}
+		p = v.iov_base;
+		put32(p, flen);
+		crypto_secretstream_xchacha20poly1305_push(&l->tx,
+		    p + FRAME_HDR, NULL, m, mlen, p, FRAME_HDR, tag);
+		v.iov_len = FRAME_HDR + flen;
+		if (evbuffer_commit_space(out, &v, 1) == -1) {
+			errno = ENOMEM;
+			return -1;
+		}
 	}
 	l->st.wire_out += FRAME_HDR + flen;
 	if (evbuffer_get_length(out) >= l->hiwat)
