@@ -82,6 +82,8 @@ LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 	link_opts_init(&o);
 	o.key = key;
 	o.max_msg = 16384;
+	o.hiwat = 65536;
+	o.lowat = 16384;
 	o.zlevel = 1;
 	o.peer_addr = "fuzz";
 	o.role = LINK_CLIENT;

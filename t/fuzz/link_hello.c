@@ -55,6 +55,8 @@ LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 	o.key = key;
 	o.name = "b";
 	o.max_msg = 16384;
+	o.hiwat = 65536;
+	o.lowat = 16384;
 	o.peer_addr = "fuzz";
 	closed = 0;
 	l = link_new(base, sv[1], -1, &o, &cb, NULL);
