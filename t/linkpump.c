@@ -13,6 +13,7 @@
  *	    [-n name] [-o file] [-p peer] [-z level] listen|connect host port
  *	linkpump ... stdio client|server
  */
+#include <sys/resource.h>
 #include <sys/socket.h>
 #include <sys/types.h>
 
@@ -62,15 +63,22 @@ usage(void)
 static void
 report(const struct link_stats *st)
 {
-	double	s = (t1 - t0) / 1e6, bytes, wire;
+	struct rusage	ru;
+	double		s = (t1 - t0) / 1e6, bytes, wire, cpu = 0;
+
+	/* CPU time tells the cost on one core even on a busy machine. */
+	if (getrusage(RUSAGE_SELF, &ru) == 0)
+		cpu = ru.ru_utime.tv_sec + ru.ru_utime.tv_usec / 1e6 +
+		    ru.ru_stime.tv_sec + ru.ru_stime.tv_usec / 1e6;
 
 	bytes = sflag ? st->bytes_out : st->bytes_in;
 	wire = sflag ? st->wire_out : st->wire_in;
 	if (s <= 0)
 		s = 1e-6;
 	fprintf(stderr, "linkpump: %s %.0f bytes, %.0f on the wire "
-	    "(ratio %.3f), %.3f s, %.1f MB/s\n", sflag ? "sent" : "received",
-	    bytes, wire, wire > 0 ? bytes / wire : 0, s, bytes / s / 1e6);
+	    "(ratio %.3f), %.3f s, %.1f MB/s, cpu %.3f s\n",
+	    sflag ? "sent" : "received", bytes, wire,
+	    wire > 0 ? bytes / wire : 0, s, bytes / s / 1e6, cpu);
 }
 
 /* Send while the queue is below its high watermark; close at EOF. */

@@ -33,7 +33,7 @@ reap() {
 	    -i "$d/in" connect 127.0.0.1 "$port"
 	[ "$output" = "" ]
 	size=$(wc -c <"$d/in")
-	[[ "$stderr" =~ ^linkpump:\ sent\ $size\ bytes,\ [0-9]+\ on\ the\ wire\ \(ratio\ [2-9]\.[0-9]+\),\ .*MB/s$ ]]
+	[[ "$stderr" =~ ^linkpump:\ sent\ $size\ bytes,\ [0-9]+\ on\ the\ wire\ \(ratio\ [2-9]\.[0-9]+\),\ .*MB/s,\ cpu\ [0-9.]+\ s$ ]]
 	[ "$(reap recv)" = 0 ]
 	cmp "$d/in" "$d/out"
 	grep -Eq "^linkpump: received $size bytes" "$d/recv.err"
