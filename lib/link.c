@@ -8,8 +8,8 @@
  * From the two HELLOs each side computes the transcript hash T and the
  * crypto_kx session keys, and mixes them with the cluster key into one
  * secretstream key per direction and one confirmation value per role.  Each
- * side then sends AUTH: its confirmation and the header of its outgoing
- * secretstream.  A peer without the cluster key cannot produce the
+ * side then sends AUTH: the header of its outgoing secretstream, keyed-
+ * hashed with its confirmation value, and the header itself.  A peer without the cluster key cannot produce the
  * confirmation, and the session keys depend on ephemeral secrets that are
  * wiped, so a recorded session stays secret if the key is stolen later.
  *
@@ -951,9 +951,13 @@ link_hello(struct link *l, struct evbuffer *in)
 	}
 	sodium_memzero(c2s, sizeof(c2s));
 	sodium_memzero(s2c, sizeof(s2c));
-	memcpy(auth, confirm, 32);
+	/* The confirmation also authenticates our stream's header. */
 	crypto_secretstream_xchacha20poly1305_init_push(&l->tx, auth + 32,
 	    k_tx);
+	crypto_generichash(auth, 32, auth + 32,
+	    crypto_secretstream_xchacha20poly1305_HEADERBYTES, confirm,
+	    sizeof(confirm));
+	sodium_memzero(confirm, sizeof(confirm));
 	sodium_memzero(k_tx, sizeof(k_tx));
 	if (bufferevent_write(l->wbev, auth, sizeof(auth)) == -1) {
 		link_fail(l, "out of memory");
@@ -966,12 +970,16 @@ link_hello(struct link *l, struct evbuffer *in)
 static int
 link_auth(struct link *l, struct evbuffer *in)
 {
-	unsigned char	a[AUTH_LEN];
+	unsigned char	a[AUTH_LEN], want[32];
 
 	if (evbuffer_get_length(in) < AUTH_LEN)
 		return 0;
 	evbuffer_remove(in, a, AUTH_LEN);
-	if (crypto_verify_32(a, l->confirm_peer) != 0) {
+	crypto_generichash(want, sizeof(want), a + 32,
+	    crypto_secretstream_xchacha20poly1305_HEADERBYTES, l->confirm_peer,
+	    sizeof(l->confirm_peer));
+	sodium_memzero(l->confirm_peer, sizeof(l->confirm_peer));
+	if (crypto_verify_32(a, want) != 0) {
 		link_fail(l, "wrong cluster key: peer %s does not hold ours "
 		    "(or the handshake was tampered with)", l->addr);
 		return -1;

@@ -49,7 +49,7 @@ struct relay {
 	struct bufferevent	*a, *b;	/* a faces the client, b the server */
 	enum relay_op		 op;
 	int			 k, frame, done, shut_b, shut_a;
-	size_t			 flip_at, off;
+	size_t			 flip_at, off, boff, bflip;
 	unsigned char		*acc, *held;
 	size_t			 acclen, accsize, heldlen;
 };
@@ -483,8 +483,17 @@ static void
 relay_read_b(struct bufferevent *bev, void *arg)
 {
 	struct relay	*r = arg;
+	struct evbuffer	*in = bufferevent_get_input(bev);
+	size_t		 n = evbuffer_get_length(in);
+	unsigned char	*p;
 
-	bufferevent_write_buffer(r->a, bufferevent_get_input(bev));
+	/* The server's stream: flip one bit at offset bflip - 1 if set. */
+	if (r->bflip > r->boff && r->bflip - 1 < r->boff + n) {
+		p = evbuffer_pullup(in, n);
+		p[r->bflip - 1 - r->boff] ^= 0x01;
+	}
+	r->boff += n;
+	bufferevent_write_buffer(r->a, in);
 }
 
 static void
@@ -645,6 +654,24 @@ test_flips(void)
 	}
 	ok(silent == 0, "every flipped byte failed the link (%d did not)",
 	    silent);
+
+	/* The server's handshake, byte by byte: the client refuses it. */
+	silent = 0;
+	for (at = 0; at < HS_BYTES; at++) {
+		r = relay_pair(R_NONE, 0, 0, 0);
+		r->bflip = at + 1;
+		five();
+		if (!ce.closed || ce.ready || se.nmsg != 0 ||
+		    strncmp(ce.reason, "peer closed", 11) == 0) {
+			silent++;
+			if (silent < 5)
+				printf("# server flip at %zu: client %s\n", at,
+				    ce.reason);
+		}
+		relay_free(r);
+	}
+	ok(silent == 0, "every flipped byte of the server's handshake was "
+	    "refused by the client (%d were not)", silent);
 	ok(leaks == 0, "no modified message was ever delivered");
 	ok(fails == 0, "nothing delivered at or after the flipped message");
 }
