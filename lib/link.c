@@ -137,6 +137,7 @@ struct link_client {
 	struct addrinfo		*ai0, *ai;
 	int			 fd;
 	struct link		*link;
+	int			 busy, freed;
 	char			 err[256];
 };
 
@@ -1337,6 +1338,11 @@ link_client_free(struct link_client *c)
 {
 	if (c == NULL)
 		return;
+	if (c->busy) {
+		/* From inside on_close: finish when it returns. */
+		c->freed = 1;
+		return;
+	}
 	if (c->link != NULL) {
 		c->link->client = NULL;
 		link_free(c->link);
@@ -1474,10 +1480,15 @@ client_link_closed(struct link *l)
 {
 	struct link_client	*c = l->client;
 
+	c->busy = 1;
 	if (l->cb.on_close != NULL)
 		l->cb.on_close(l, l->reason);
+	c->busy = 0;
 	c->link = NULL;
 	l->client = NULL;
 	link_free(l);
-	client_retry(c, NULL);
+	if (c->freed)
+		link_client_free(c);
+	else
+		client_retry(c, NULL);
 }

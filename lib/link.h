@@ -122,7 +122,9 @@ void		 link_free(struct link *);
  * and on every failure or close reconnects after a delay that doubles from
  * min_usec up to max_usec (with jitter), starting over from min_usec once a
  * link became ready.  The callbacks are those of each link; the client owns
- * and frees its links after their on_close.
+ * and frees its links after their on_close.  Connection failures are
+ * logged (log_warnx) with the next delay.  link_client_free() may be
+ * called from any callback.
  */
 struct link_client *link_client_new(struct event_base *, const char *host,
 		    const char *port, const struct link_opts *,

@@ -878,11 +878,18 @@ cl_ready(struct link *l, const char *peer)
 	event_base_loopbreak(base);
 }
 
+static struct link_client	*tc;
+static int			 free_in_close;
+
 static void
 cl_close(struct link *l, const char *reason)
 {
 	(void)l;
 	(void)reason;
+	if (free_in_close) {
+		link_client_free(tc);
+		tc = NULL;
+	}
 }
 
 static int
@@ -919,8 +926,8 @@ test_tcp(void)
 	snprintf(port, sizeof(port), "%u", ntohs(sin.sin_port));
 	opts(&o, LINK_CLIENT, key1, "a", "b", 0);
 	o.peer_addr = NULL;
-	c = link_client_new(base, "127.0.0.1", port, &o, &cb, NULL, 20000,
-	    80000);
+	c = tc = link_client_new(base, "127.0.0.1", port, &o, &cb, NULL,
+	    20000, 80000);
 	run(300);	/* several refused attempts with backoff */
 	ok(nready == 0, "no server: not ready");
 	listen(s, 8);
@@ -941,7 +948,15 @@ test_tcp(void)
 		run(100);
 	ok(nready == 2 && naccept == 2, "after the server closed, the client "
 	    "reconnected (%d ready, %d accepted)", nready, naccept);
-	link_client_free(c);
+	/* The owner frees the client from inside on_close: no reconnect. */
+	free_in_close = 1;
+	link_close(acc_link, "restart");
+	for (i = 0; i < 50 && tc != NULL; i++)
+		run(100);
+	run(200);
+	ok(tc == NULL && naccept == 2, "client freed from inside on_close, "
+	    "no more connections (%d accepted)", naccept);
+	(void)c;
 	link_free(acc_link);
 	acc_link = NULL;
 	evconnlistener_free(lis);
