@@ -658,7 +658,7 @@ link_close(struct link *l, const char *reason)
 		memcpy(l->obuf + INNER_HDR, reason, n);
 	if (link_push(l, l->obuf, INNER_HDR + n,
 	    crypto_secretstream_xchacha20poly1305_TAG_FINAL) == -1) {
-		link_fail(l, "%s", l->reason);
+		link_closed(l);		/* with our reason, unchanged */
 		return;
 	}
 	l->state = LS_CLOSING;
@@ -686,9 +686,14 @@ link_timer_cb(evutil_socket_t fd, short ev, void *arg)
 	case LS_CLOSING:
 		if (l->lingering)
 			link_closed(l);
-		else
+		else {
+			char	why[REASON_MAX];
+
+			/* link_fail() writes l->reason: copy it first. */
+			snprintf(why, sizeof(why), "%s", l->reason);
 			link_fail(l, "%s (final data not flushed: peer %s "
-			    "stopped reading)", l->reason, l->addr);
+			    "stopped reading)", why, l->addr);
+		}
 		break;
 	case LS_DONE:
 		link_closed(l);

@@ -737,11 +737,27 @@ test_backpressure(void)
 	ok(q <= LINK_HIWAT_DEFAULT + 2 * (MAXMSG + 24) + 65536 + 64,
 	    "queue stays bounded (%zu)", q);
 	producing = 0;
-	link_free(ce.l);
-	ce.l = NULL;
-	ce.closed = 1;
+	/* Closing with the peer not reading: bounded by a timeout. */
+	link_close(ce.l, "going away");
+	ok(ce.closed == 0, "link_close does not call on_close at once");
+	for (n = 0; n < 100 && !ce.closed; n++)
+		event_base_loop(base, EVLOOP_ONCE);
+	is_str(ce.reason, "going away (final data not flushed: peer " ADDR
+	    " stopped reading)", "close times out on a peer that stopped "
+	    "reading");
 	relay_free(r);
 	(void)sent;
+
+	/* link_close during the handshake: on_close follows, once. */
+	direct_pair(0);
+	link_close(ce.l, NULL);
+	ok(ce.closed == 0, "handshake: link_close defers on_close");
+	run(1000);
+	is_str(ce.reason, "closed", "handshake: closed by us");
+	is_str(se.reason, "peer closed the connection during the handshake "
+	    "(peer " ADDR ")", "handshake: the peer sees the close");
+	ok(ce.closed == 1 && !ce.ready, "handshake: on_close once, never "
+	    "ready");
 
 	/* The same, but the reader resumes: everything arrives. */
 	r = relay_pair(R_STALL, 0, 0, 0);
