@@ -16,14 +16,15 @@ teardown() {
 	stop_all_daemons
 }
 
-# reap NAME: wait for a daemon that ends by itself; print its exit status.
+# reap NAME: wait for a daemon that ends by itself (it is a child of this
+# shell, so no command substitution here); its exit status goes to $reaped.
 reap() {
-	local pid rc=0
+	local pid
 	pid=$(cat "$d/$1.pid")
 	wait_for 20 eval "! kill -0 $pid 2>/dev/null"
-	wait "$pid" || rc=$?
+	reaped=0
+	wait "$pid" || reaped=$?
 	rm -f "$d/$1.pid"
-	echo "$rc"
 }
 
 @test "a file crosses a compressed link over TCP intact" {
@@ -34,7 +35,8 @@ reap() {
 	[ "$output" = "" ]
 	size=$(wc -c <"$d/in")
 	[[ "$stderr" =~ ^linkpump:\ sent\ $size\ bytes,\ [0-9]+\ on\ the\ wire\ \(ratio\ [2-9]\.[0-9]+\),\ .*MB/s,\ cpu\ [0-9.]+\ s$ ]]
-	[ "$(reap recv)" = 0 ]
+	reap recv
+	[ "$reaped" = 0 ]
 	cmp "$d/in" "$d/out"
 	grep -Eq "^linkpump: received $size bytes" "$d/recv.err"
 }
@@ -45,7 +47,8 @@ reap() {
 	    stdio server <"$1/f1" >"$1/f2"' sh "$d"
 	run -0 --separate-stderr sh -c 'exec linkpump -s -k "$1/key" -n a \
 	    -p b -i "$1/in" stdio client >"$1/f1" <"$1/f2"' sh "$d"
-	[ "$(reap recv)" = 0 ]
+	reap recv
+	[ "$reaped" = 0 ]
 	cmp "$d/in" "$d/out"
 }
 
@@ -55,7 +58,8 @@ reap() {
 	run -111 --separate-stderr linkpump -s -k "$d/other" -n a \
 	    -i "$d/in" connect 127.0.0.1 "$port"
 	[ "$stderr" = "linkpump: wrong cluster key: peer 127.0.0.1:$port does not hold ours (or the handshake was tampered with)" ]
-	[ "$(reap recv)" = 111 ]
+	reap recv
+	[ "$reaped" = 111 ]
 	grep -Eqx 'linkpump: wrong cluster key: peer 127\.0\.0\.1:[0-9]+ does not hold ours \(or the handshake was tampered with\)' "$d/recv.err"
 	[ ! -s "$d/out" ]
 }
@@ -66,7 +70,8 @@ reap() {
 	run -111 --separate-stderr linkpump -s -k "$d/key" -n a -p b \
 	    -i "$d/in" connect 127.0.0.1 "$port"
 	[ "$stderr" = "linkpump: unexpected node name 'x' (want 'b')" ]
-	[ "$(reap recv)" = 111 ]
+	reap recv
+	[ "$reaped" = 111 ]
 	[ "$(cat "$d/recv.err")" = "linkpump: peer closed the connection: unexpected node name 'x' (want 'b')" ]
 }
 
