@@ -8,10 +8,11 @@
  * From the two HELLOs each side computes the transcript hash T and the
  * crypto_kx session keys, and mixes them with the cluster key into one
  * secretstream key per direction and one confirmation value per role.  Each
- * side then sends AUTH: the header of its outgoing secretstream, keyed-
- * hashed with its confirmation value, and the header itself.  A peer without the cluster key cannot produce the
- * confirmation, and the session keys depend on ephemeral secrets that are
- * wiped, so a recorded session stays secret if the key is stolen later.
+ * side then sends AUTH: the header of its outgoing secretstream hashed
+ * with its confirmation value as the key, and the header itself.  A peer
+ * without the cluster key cannot produce that hash, and the session keys
+ * depend on ephemeral secrets that are wiped, so a recorded session stays
+ * secret if the cluster key is stolen later.
  *
  * After that the stream is a sequence of frames: a 4-byte big-endian length
  * and a secretstream ciphertext of that length whose additional data is the
