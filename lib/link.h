@@ -10,6 +10,10 @@
  * authenticated (crypto_secretstream_xchacha20poly1305, one stream per
  * direction).  Any forged, modified, replayed, reordered or truncated data
  * ends the link with a reason a person can read.  See hatrio-link(7).
+ *
+ * The program must ignore SIGPIPE (a closed peer is an error event, not a
+ * signal) and call sodium_init() first.  Reasons are not logged here: the
+ * owner logs the on_close reason once (it names the peer's address).
  */
 #ifndef LINK_H
 #define LINK_H
