@@ -5,6 +5,7 @@
  * them for the attacks (flipped bytes, replay, reorder, drop, truncation,
  * an oversized length, a reader that stops).
  */
+#include <sys/resource.h>
 #include <sys/socket.h>
 #include <sys/types.h>
 
@@ -815,6 +816,44 @@ test_rekey_and_pipes(void)
 	    (unsigned long long)cs.rekeys_out);
 }
 
+/*
+ * The steady state reuses its buffers: after a warm-up, moving 256 MiB in
+ * 256 KiB messages faults in almost no fresh pages (a fresh 256 KiB buffer
+ * per message would be 64 faults each, 65536 in all).
+ */
+static long
+minflt(void)
+{
+	struct rusage	ru;
+
+	getrusage(RUSAGE_SELF, &ru);
+	return ru.ru_minflt;
+}
+
+static void
+test_steady_state(void)
+{
+	static size_t	 sizes[256];
+	long		 before = 0;
+	int		 i, round;
+
+	for (i = 0; i < 256; i++)
+		sizes[i] = MAXMSG;
+	direct_pair(0);
+	ok(wait_ready(), "steady state: ready");
+	for (round = 0; round < 5; round++) {
+		if (round == 1)
+			before = minflt();
+		se.nmsg = 0;
+		send_all(sizes, round == 0 ? 64 : 256, 0);
+		while (se.nmsg < (round == 0 ? 64 : 256) && !se.closed)
+			event_base_loop(base, EVLOOP_ONCE);
+	}
+	before = minflt() - before;
+	ok(before < 2048 && se.bad == 0, "256 MiB in 256 KiB messages cost "
+	    "%ld page faults", before);
+}
+
 /* Rekeying after a time bound: the sender tags, both sides follow. */
 static void
 test_rekey_time(void)
@@ -1000,6 +1039,7 @@ main(void)
 	test_backpressure();
 	test_rekey_and_pipes();
 	test_rekey_time();
+	test_steady_state();
 	test_tcp();
 	reset();
 	free(chk);
