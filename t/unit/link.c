@@ -850,8 +850,14 @@ test_steady_state(void)
 			event_base_loop(base, EVLOOP_ONCE);
 	}
 	before = minflt() - before;
+#if defined(__SANITIZE_ADDRESS__)
+	/* ASan's allocator quarantines freed memory: faults mean nothing. */
+	ok(se.bad == 0, "256 MiB intact # SKIP page faults under ASan (%ld)",
+	    before);
+#else
 	ok(before < 2048 && se.bad == 0, "256 MiB in 256 KiB messages cost "
 	    "%ld page faults", before);
+#endif
 }
 
 /* Rekeying after a time bound: the sender tags, both sides follow. */
