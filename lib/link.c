@@ -83,7 +83,11 @@ struct oring {
 
 struct link {
 	struct event_base	*base;
-	struct bufferevent	*rbev, *wbev;	/* the same for a socket */
+	struct bufferevent	*wbev;		/* output, with watermarks */
+	struct event		*rev;		/* input */
+	int			 rfd, wfd;	/* the same for a socket */
+	unsigned char		*rbuf;		/* input, read straight in */
+	size_t			 rcap, rchunk, roff, rlen;
 	enum link_state		 state;
 	struct link_cb		 cb;
 	void			*arg;
@@ -112,7 +116,6 @@ struct link {
 	struct oring		*ring;		/* outgoing frames */
 	unsigned char		*obuf;		/* outgoing plaintext */
 	unsigned char		*zbuf;		/* outgoing, compressed */
-	unsigned char		*cbuf;		/* incoming ciphertext */
 	unsigned char		*ibuf;		/* incoming plaintext */
 	unsigned char		*dbuf;		/* decompressed */
 	ZSTD_CCtx		*cctx;
@@ -157,15 +160,17 @@ static void	 link_flush_once(struct link *);
 static void	 link_destroy(struct link *);
 static void	 link_release(struct link *);
 static void	 link_closed(struct link *);
-static void	 link_read_rest(struct link *);
-static void	 link_read_cb(struct bufferevent *, void *);
+static void	 link_read_cb(evutil_socket_t, short, void *);
 static void	 link_write_cb(struct bufferevent *, void *);
 static void	 link_event_cb(struct bufferevent *, short, void *);
 static void	 link_timer_cb(evutil_socket_t, short, void *);
 static void	 link_input(struct link *);
-static int	 link_hello(struct link *, struct evbuffer *);
-static int	 link_auth(struct link *, struct evbuffer *);
-static int	 link_frame(struct link *, struct evbuffer *);
+static int	 link_hello(struct link *);
+static int	 link_auth(struct link *);
+static int	 link_frame(struct link *);
+static ssize_t	 link_read(struct link *);
+static void	 link_consume(struct link *, size_t);
+static void	 link_ended(struct link *, int);
 static int	 link_deliver(struct link *, const unsigned char *, size_t);
 static int	 link_push(struct link *, unsigned char *, size_t,
 		    unsigned char);
@@ -345,6 +350,7 @@ link_new(struct event_base *base, int rfd, int wfd, const struct link_opts *o,
 	if ((l = calloc(1, sizeof(*l))) == NULL)
 		return NULL;
 	l->base = base;
+	l->rfd = l->wfd = -1;
 	l->cb = *cb;
 	l->arg = arg;
 	l->role = o->role;
@@ -377,7 +383,6 @@ link_new(struct event_base *base, int rfd, int wfd, const struct link_opts *o,
 	if ((l->obuf = malloc(INNER_HDR + l->max_msg)) == NULL ||
 	    (l->zbuf = malloc(INNER_HDR + l->max_msg)) == NULL ||
 	    (l->ibuf = malloc(INNER_HDR + l->max_msg)) == NULL ||
-	    (l->cbuf = malloc(ABYTES + INNER_HDR + l->max_msg)) == NULL ||
 	    (l->dctx = ZSTD_createDCtx()) == NULL ||
 	    (l->timer = evtimer_new(base, link_timer_cb, l)) == NULL)
 		goto fail;
@@ -389,26 +394,23 @@ link_new(struct event_base *base, int rfd, int wfd, const struct link_opts *o,
 	if ((l->dbuf = malloc(l->max_msg ? l->max_msg : 1)) == NULL)
 		goto fail;
 
+	/* A whole frame plus one read; links of small messages read less. */
+	l->rchunk = fmax < READ_CHUNK ? fmax : READ_CHUNK;
+	l->rcap = fmax + l->rchunk;
+	if ((l->rbuf = malloc(l->rcap)) == NULL)
+		goto fail;
 	evutil_make_socket_nonblocking(rfd);
 	evutil_make_socket_nonblocking(wfd);
 	link_nodelay(rfd);
-	if ((l->rbev = bufferevent_socket_new(base, rfd,
-	    BEV_OPT_CLOSE_ON_FREE)) == NULL)
+	l->rfd = rfd;
+	l->wfd = wfd;
+	if ((l->wbev = bufferevent_socket_new(base, wfd,
+	    BEV_OPT_CLOSE_ON_FREE)) == NULL ||
+	    (l->rev = event_new(base, rfd, EV_READ | EV_PERSIST, link_read_cb,
+	    l)) == NULL)
 		goto fail;
-	if (wfd == rfd)
-		l->wbev = l->rbev;
-	else if ((l->wbev = bufferevent_socket_new(base, wfd,
-	    BEV_OPT_CLOSE_ON_FREE)) == NULL)
-		goto fail;
-	bufferevent_setcb(l->rbev, link_read_cb, link_write_cb, link_event_cb,
-	    l);
-	if (l->wbev != l->rbev)
-		bufferevent_setcb(l->wbev, NULL, link_write_cb, link_event_cb,
-		    l);
-	/* Never buffer more input than one whole frame and one read. */
-	bufferevent_setwatermark(l->rbev, EV_READ, 0, fmax + READ_CHUNK);
+	bufferevent_setcb(l->wbev, NULL, link_write_cb, link_event_cb, l);
 	bufferevent_setwatermark(l->wbev, EV_WRITE, l->lowat, 0);
-	bufferevent_set_max_single_read(l->rbev, READ_CHUNK);
 	bufferevent_set_max_single_write(l->wbev, READ_CHUNK);
 
 	/* HELLO */
@@ -427,22 +429,23 @@ link_new(struct event_base *base, int rfd, int wfd, const struct link_opts *o,
 	if (bufferevent_write(l->wbev, h, HELLO_LEN) == -1)
 		goto fail;
 	l->state = LS_HELLO;
-	bufferevent_enable(l->rbev, EV_READ);
+	bufferevent_disable(l->wbev, EV_READ);
 	bufferevent_enable(l->wbev, EV_WRITE);
+	event_add(l->rev, NULL);
 	timer_in(l->timer, l->hs_usec);
 	return l;
 
 fail:
 	/* Leave the descriptors to the caller, as promised. */
-	if (l->rbev != NULL) {
-		bufferevent_setfd(l->rbev, -1);
-		bufferevent_free(l->rbev);
-	}
-	if (l->wbev != NULL && l->wbev != l->rbev) {
+	if (l->rev != NULL)
+		event_free(l->rev);
+	if (l->wbev != NULL) {
 		bufferevent_setfd(l->wbev, -1);
 		bufferevent_free(l->wbev);
 	}
-	l->rbev = l->wbev = NULL;
+	l->rev = NULL;
+	l->wbev = NULL;
+	l->rfd = l->wfd = -1;
 	link_destroy(l);
 	errno = ENOMEM;
 	return NULL;
@@ -513,7 +516,7 @@ link_peer_addr(struct link *l)
 int
 link_fd(struct link *l)
 {
-	return l->rbev != NULL ? bufferevent_getfd(l->rbev) : -1;
+	return l->rfd;
 }
 
 void
@@ -526,11 +529,16 @@ link_get_stats(struct link *l, struct link_stats *st)
 static void
 link_teardown(struct link *l)
 {
-	if (l->wbev != NULL && l->wbev != l->rbev)
-		bufferevent_free(l->wbev);
-	if (l->rbev != NULL)
-		bufferevent_free(l->rbev);
-	l->rbev = l->wbev = NULL;
+	if (l->rev != NULL)
+		event_free(l->rev);
+	l->rev = NULL;
+	if (l->wbev != NULL)
+		bufferevent_free(l->wbev);	/* closes wfd */
+	l->wbev = NULL;
+	if (l->rfd != -1 && l->rfd != l->wfd)
+		close(l->rfd);
+	l->rfd = l->wfd = -1;
+	l->roff = l->rlen = 0;
 	if (l->timer != NULL)
 		evtimer_del(l->timer);
 	sodium_memzero(l->kx_sk, sizeof(l->kx_sk));
@@ -550,8 +558,8 @@ link_destroy(struct link *l)
 	free(l->obuf);
 	free(l->zbuf);
 	free(l->ibuf);
-	free(l->cbuf);
 	free(l->dbuf);
+	free(l->rbuf);
 	ZSTD_freeCCtx(l->cctx);
 	ZSTD_freeDCtx(l->dctx);
 	free(l);
@@ -613,10 +621,10 @@ link_flush_once(struct link *l)
 		if (n > 0 && (p = evbuffer_pullup(out, n)) != NULL)
 			(void)write(bufferevent_getfd(l->wbev), p, n);
 	}
-	if (l->rbev == NULL)
+	if (l->rfd == -1)
 		return;
 	for (i = 0; i < 256; i++)
-		if (read(bufferevent_getfd(l->rbev), junk, sizeof(junk)) <= 0)
+		if (read(l->rfd, junk, sizeof(junk)) <= 0)
 			break;
 }
 
@@ -720,9 +728,10 @@ link_write_cb(struct bufferevent *bev, void *arg)
 		 * connection and could destroy our final message in transit.
 		 */
 		l->lingering = 1;
-		if (l->wbev != l->rbev) {
-			bufferevent_free(l->wbev);
+		if (l->wfd != l->rfd) {
+			bufferevent_free(l->wbev);	/* closes wfd */
 			l->wbev = NULL;
+			l->wfd = -1;
 		} else
 			shutdown(bufferevent_getfd(l->wbev), SHUT_WR);
 	} else if (l->state == LS_OPEN && l->drain_wanted &&
@@ -734,84 +743,116 @@ link_write_cb(struct bufferevent *bev, void *arg)
 	link_release(l);
 }
 
+/* An error while writing (the peer went away, or worse). */
 static void
 link_event_cb(struct bufferevent *bev, short what, void *arg)
 {
 	struct link	*l = arg;
 	int		 e = errno;
+	ssize_t		 n;
+	int		 i;
 
 	(void)bev;
+	(void)what;
 	l->busy++;
 	/*
 	 * Whatever arrived before the end counts first: a write that failed
 	 * because the peer closed may leave its last words (a failed
-	 * handshake's AUTH, a final message) unread in the socket.
+	 * handshake's AUTH, a final message) unread.
 	 */
-	if ((what & BEV_EVENT_ERROR) && l->rbev != NULL)
-		link_read_rest(l);
-	link_input(l);
-	if (l->state == LS_DONE || l->freed)
-		goto out;
-	if (what & BEV_EVENT_ERROR) {
-		if (e == 0)
-			e = EIO;
-		if (l->state == LS_CLOSING)
-			link_closed(l);
-		else if (l->state != LS_OPEN && (e == EPIPE ||
-		    e == ECONNRESET))
-			link_fail(l, "peer closed the connection during the "
-			    "handshake (peer %s)", l->addr);
-		else if (l->state != LS_OPEN)
-			link_fail(l, "connection to %s failed during the "
-			    "handshake: %s", l->addr, strerror(e));
-		else
-			link_fail(l, "connection to %s failed: %s", l->addr,
-			    strerror(e));
-	} else if (what & BEV_EVENT_EOF) {
-		if (l->state == LS_CLOSING)
-			link_closed(l);
-		else if (l->state != LS_OPEN)
-			link_fail(l, "peer closed the connection during the "
-			    "handshake (peer %s)", l->addr);
-		else if (evbuffer_get_length(bufferevent_get_input(l->rbev)))
-			link_fail(l, "stream truncated: the connection from "
-			    "%s ended inside a message", l->addr);
-		else
-			link_fail(l, "stream truncated: the connection from "
-			    "%s ended without a final message", l->addr);
+	for (i = 0; i < 16 && l->rfd != -1 && !l->freed &&
+	    l->state != LS_DONE; i++) {
+		if ((n = link_read(l)) <= 0)
+			break;
+		link_input(l);
 	}
-out:
+	link_input(l);
+	if (l->state != LS_DONE && !l->freed)
+		link_ended(l, e == 0 ? EIO : e);
 	link_release(l);
 }
 
-/* Move what the kernel still holds into the input buffer. */
+/*
+ * The stream ended: e is 0 for an end of file, else the error.  A clean
+ * end has been seen by now (a final message, or our own close).
+ */
 static void
-link_read_rest(struct link *l)
+link_ended(struct link *l, int e)
 {
-	struct evbuffer_iovec	v;
-	ssize_t			n;
-	int			i;
+	if (l->state == LS_CLOSING)
+		link_closed(l);
+	else if (l->state != LS_OPEN && (e == 0 || e == EPIPE ||
+	    e == ECONNRESET))
+		link_fail(l, "peer closed the connection during the "
+		    "handshake (peer %s)", l->addr);
+	else if (l->state != LS_OPEN)
+		link_fail(l, "connection to %s failed during the "
+		    "handshake: %s", l->addr, strerror(e));
+	else if (e != 0)
+		link_fail(l, "connection to %s failed: %s", l->addr,
+		    strerror(e));
+	else if (l->rlen > 0)
+		link_fail(l, "stream truncated: the connection from "
+		    "%s ended inside a message", l->addr);
+	else
+		link_fail(l, "stream truncated: the connection from "
+		    "%s ended without a final message", l->addr);
+}
 
-	for (i = 0; i < 16; i++) {
-		if (evbuffer_reserve_space(bufferevent_get_input(l->rbev),
-		    READ_CHUNK, &v, 1) < 1)
-			return;
-		n = read(bufferevent_getfd(l->rbev), v.iov_base, v.iov_len);
-		v.iov_len = n > 0 ? (size_t)n : 0;
-		evbuffer_commit_space(bufferevent_get_input(l->rbev), &v, 1);
-		if (n <= 0)
-			return;
+/*
+ * One read into the input buffer, which always has room for a whole
+ * frame: a partial frame left at the end is moved to the front first.
+ * Returns what read(2) returned.
+ */
+static ssize_t
+link_read(struct link *l)
+{
+	size_t	room;
+	ssize_t	n;
+
+	if (l->roff > 0 && l->rcap - l->roff - l->rlen < l->rchunk) {
+		memmove(l->rbuf, l->rbuf + l->roff, l->rlen);
+		l->roff = 0;
 	}
+	room = l->rcap - l->roff - l->rlen;
+	if (room > l->rchunk)
+		room = l->rchunk;
+	if (room == 0) {
+		/* Cannot happen: whole frames are always consumed. */
+		errno = ENOBUFS;
+		return -1;
+	}
+	do
+		n = read(l->rfd, l->rbuf + l->roff + l->rlen, room);
+	while (n == -1 && errno == EINTR);
+	if (n > 0)
+		l->rlen += n;
+	return n;
 }
 
 static void
-link_read_cb(struct bufferevent *bev, void *arg)
+link_consume(struct link *l, size_t n)
+{
+	l->roff += n;
+	l->rlen -= n;
+	if (l->rlen == 0)
+		l->roff = 0;
+}
+
+static void
+link_read_cb(evutil_socket_t fd, short ev, void *arg)
 {
 	struct link	*l = arg;
+	ssize_t		 n;
 
-	(void)bev;
+	(void)fd;
+	(void)ev;
 	l->busy++;
-	link_input(l);
+	n = link_read(l);
+	if (n > 0)
+		link_input(l);
+	else if (n == 0 || (errno != EAGAIN && errno != EWOULDBLOCK))
+		link_ended(l, n == 0 ? 0 : errno);
 	link_release(l);
 }
 
@@ -819,26 +860,22 @@ link_read_cb(struct bufferevent *bev, void *arg)
 static void
 link_input(struct link *l)
 {
-	struct evbuffer	*in;
-	int		 r = 1;
+	int	r = 1;
 
-	if (l->rbev == NULL)
-		return;
-	in = bufferevent_get_input(l->rbev);
-	while (r > 0 && !l->freed && l->rbev != NULL) {
+	while (r > 0 && !l->freed && l->rfd != -1) {
 		switch (l->state) {
 		case LS_HELLO:
-			r = link_hello(l, in);
+			r = link_hello(l);
 			break;
 		case LS_AUTH:
-			r = link_auth(l, in);
+			r = link_auth(l);
 			break;
 		case LS_OPEN:
-			r = link_frame(l, in);
+			r = link_frame(l);
 			break;
 		case LS_CLOSING:
 			/* Nothing is delivered after link_close(). */
-			evbuffer_drain(in, evbuffer_get_length(in));
+			link_consume(l, l->rlen);
 			r = 0;
 			break;
 		default:
@@ -867,19 +904,19 @@ derive(unsigned char out[32], const char *label, const unsigned char *key,
 
 /* Returns 1 when consumed, 0 when more is needed, -1 when failed. */
 static int
-link_hello(struct link *l, struct evbuffer *in)
+link_hello(struct link *l)
 {
 	unsigned char	 h[HELLO_LEN], c2s[32], s2c[32], t[64];
 	unsigned char	 k_tx[32], confirm[32], auth[AUTH_LEN];
 	crypto_generichash_state st;
 	const unsigned char *pk;
 	uint32_t	 pmax;
-	size_t		 n = evbuffer_get_length(in), i;
+	size_t		 n = l->rlen, i;
 	int		 r;
 
 	if (n < 5)
 		return 0;
-	evbuffer_copyout(in, h, 5);
+	memcpy(h, l->rbuf + l->roff, 5);
 	if (memcmp(h, HELLO_MAGIC, 4) != 0) {
 		link_fail(l, "peer %s does not speak the hatrio link protocol "
 		    "(bad magic)", l->addr);
@@ -892,7 +929,8 @@ link_hello(struct link *l, struct evbuffer *in)
 	}
 	if (n < HELLO_LEN)
 		return 0;
-	evbuffer_remove(in, h, HELLO_LEN);
+	memcpy(h, l->rbuf + l->roff, HELLO_LEN);
+	link_consume(l, HELLO_LEN);
 	pmax = get32(h + 8);
 	if (h[6] == 0 || h[6] > LINK_NAME_MAX || h[7] != 0 ||
 	    pmax == 0 || pmax > LINK_MSG_MAX_LIMIT) {
@@ -975,13 +1013,14 @@ link_hello(struct link *l, struct evbuffer *in)
 }
 
 static int
-link_auth(struct link *l, struct evbuffer *in)
+link_auth(struct link *l)
 {
 	unsigned char	a[AUTH_LEN], want[32];
 
-	if (evbuffer_get_length(in) < AUTH_LEN)
+	if (l->rlen < AUTH_LEN)
 		return 0;
-	evbuffer_remove(in, a, AUTH_LEN);
+	memcpy(a, l->rbuf + l->roff, AUTH_LEN);
+	link_consume(l, AUTH_LEN);
 	crypto_generichash(want, sizeof(want), a + 32,
 	    crypto_secretstream_xchacha20poly1305_HEADERBYTES, l->confirm_peer,
 	    sizeof(l->confirm_peer));
@@ -1017,18 +1056,17 @@ link_auth(struct link *l, struct evbuffer *in)
 }
 
 static int
-link_frame(struct link *l, struct evbuffer *in)
+link_frame(struct link *l)
 {
-	unsigned char		 hdr[FRAME_HDR], *c;
+	unsigned char		*p = l->rbuf + l->roff;
 	unsigned long long	 mlen;
 	unsigned char		 tag;
+	size_t			 flen, fmax;
 	int			 r;
-	size_t			 n = evbuffer_get_length(in), flen, fmax;
 
-	if (n < FRAME_HDR)
+	if (l->rlen < FRAME_HDR)
 		return 0;
-	evbuffer_copyout(in, hdr, FRAME_HDR);
-	flen = get32(hdr);
+	flen = get32(p);
 	fmax = ABYTES + INNER_HDR + l->max_msg;
 	if (flen < ABYTES + INNER_HDR || flen > fmax) {
 		link_fail(l, "frame length %zu from %s is outside %zu..%zu: "
@@ -1036,20 +1074,12 @@ link_frame(struct link *l, struct evbuffer *in)
 		    (size_t)(ABYTES + INNER_HDR), fmax);
 		return -1;
 	}
-	if (n < FRAME_HDR + flen)
+	if (l->rlen < FRAME_HDR + flen)
 		return 0;
-	/* Decrypt in place in the input buffer when contiguous, or copy. */
-	if (evbuffer_get_contiguous_space(in) >= FRAME_HDR + flen) {
-		c = evbuffer_pullup(in, FRAME_HDR + flen) + FRAME_HDR;
-		r = crypto_secretstream_xchacha20poly1305_pull(&l->rx, l->ibuf,
-		    &mlen, &tag, c, flen, hdr, FRAME_HDR);
-		evbuffer_drain(in, FRAME_HDR + flen);
-	} else {
-		evbuffer_drain(in, FRAME_HDR);
-		evbuffer_remove(in, l->cbuf, flen);
-		r = crypto_secretstream_xchacha20poly1305_pull(&l->rx, l->ibuf,
-		    &mlen, &tag, l->cbuf, flen, hdr, FRAME_HDR);
-	}
+	/* Decrypt straight from the input buffer. */
+	r = crypto_secretstream_xchacha20poly1305_pull(&l->rx, l->ibuf, &mlen,
+	    &tag, p + FRAME_HDR, flen, p, FRAME_HDR);
+	link_consume(l, FRAME_HDR + flen);
 	if (r != 0) {
 		link_fail(l, "message authentication failed: forged, "
 		    "modified, replayed or reordered data from %s", l->addr);
