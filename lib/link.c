@@ -21,6 +21,12 @@
  * tagged FINAL closes the stream cleanly (its payload is the reason), so an
  * end of file without it is a truncation.  The sender tags a message REKEY
  * after LINK_REKEY_BYTES or LINK_REKEY_USEC, and both sides rekey there.
+ *
+ * Output goes through a libevent bufferevent, whose write watermarks give
+ * the backpressure (on_drain); the frames themselves live in a ring of
+ * ours.  Input is read with a plain event straight into one buffer per
+ * link that holds a whole frame, and decrypted from there.  Every buffer is
+ * allocated when the link starts.
  */
 #include <sys/socket.h>
 #include <sys/types.h>
