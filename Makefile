@@ -8,18 +8,20 @@ include config.mk
 
 BIN = bin/hbsend bin/hbwatch bin/splitbrain bin/vipctl
 MAN8 = man/hbsend.8 man/hbwatch.8 man/splitbrain.8 man/vipctl.8
-LIBOBJ = lib/log.o lib/util.o lib/key.o lib/gi.o lib/hb.o lib/savefile.o
-HDR = lib/hatrio.h lib/gi.h lib/hb.h lib/savefile.h
+MAN7 = man/hatrio-link.7
+LIBOBJ = lib/log.o lib/util.o lib/key.o lib/gi.o lib/hb.o lib/link.o \
+	lib/savefile.o
+HDR = lib/hatrio.h lib/gi.h lib/hb.h lib/link.h lib/savefile.h
 LIB = lib/libhatrio.a
 
 # test tools and C unit tests, built by "make tests" and "make check"
-TESTBIN = t/wanproxy t/libcheck t/hbpkt
-UNIT = t/unit/util t/unit/gi t/unit/hb t/unit/savefile
+TESTBIN = t/wanproxy t/libcheck t/hbpkt t/linkpump
+UNIT = t/unit/util t/unit/gi t/unit/hb t/unit/link t/unit/savefile
 
-# libFuzzer targets (t/fuzz/NAME.c), run by "make fuzz" for FUZZ_TIME s each
-FUZZ = t/fuzz/hb
+# fuzz targets (libFuzzer): "make fuzz" runs each for FUZZ_TIME seconds
+FUZZ = t/fuzz/hb t/fuzz/link_hello t/fuzz/link_frames
 FUZZ_TIME = 30
-FUZZ_SRC = lib/hb.c lib/log.c lib/util.c lib/key.c
+FUZZ_SRC = $(LIBOBJ:.o=.c)
 
 all: $(BIN)
 
@@ -58,6 +60,8 @@ asan: deps
 	    ASAN_OPTIONS=detect_leaks=1:abort_on_error=0 \
 	    UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 t/check $(UNIT)
 
+# Each fuzz target, built with clang's libFuzzer and the sanitizers, runs for
+# FUZZ_TIME seconds; a crash, a leak or a sanitizer report fails.
 fuzz:
 	mkdir -p .fuzz
 	for f in $(FUZZ); do \
@@ -66,11 +70,14 @@ fuzz:
 		    $(FUZZ_SRC) $(LDLIBS) || exit 1; \
 		mkdir -p .fuzz/$$n.corpus; \
 		.fuzz/$$n -max_total_time=$(FUZZ_TIME) -timeout=10 \
-		    .fuzz/$$n.corpus || exit 1; \
+		    -rss_limit_mb=2048 -print_final_stats=1 \
+		    -artifact_prefix=.fuzz/$$n- .fuzz/$$n.corpus \
+		    $$(test -d t/fuzz/seed/$$n && echo t/fuzz/seed/$$n) || exit 1; \
 	done
 
 install: all
-	mkdir -p $(DESTDIR)$(PREFIX)/sbin $(DESTDIR)$(MANPREFIX)/man8
+	mkdir -p $(DESTDIR)$(PREFIX)/sbin $(DESTDIR)$(MANPREFIX)/man8 \
+	    $(DESTDIR)$(MANPREFIX)/man7
 	for f in $(BIN); do \
 		cp -f $$f $(DESTDIR)$(PREFIX)/sbin/ && \
 		chmod 755 $(DESTDIR)$(PREFIX)/sbin/$${f#bin/} || exit 1; \
@@ -80,13 +87,19 @@ install: all
 		    > $(DESTDIR)$(MANPREFIX)/man8/$${f#man/} && \
 		chmod 644 $(DESTDIR)$(MANPREFIX)/man8/$${f#man/} || exit 1; \
 	done
+	for f in $(MAN7); do \
+		sed "s/VERSION/$(VERSION)/g" < $$f \
+		    > $(DESTDIR)$(MANPREFIX)/man7/$${f#man/} && \
+		chmod 644 $(DESTDIR)$(MANPREFIX)/man7/$${f#man/} || exit 1; \
+	done
 
 uninstall:
 	for f in $(BIN); do rm -f $(DESTDIR)$(PREFIX)/sbin/$${f#bin/}; done
 	for f in $(MAN8); do rm -f $(DESTDIR)$(MANPREFIX)/man8/$${f#man/}; done
+	for f in $(MAN7); do rm -f $(DESTDIR)$(MANPREFIX)/man7/$${f#man/}; done
 
 lint:
-	for f in $(MAN8); do mandoc -Tlint -Wwarning $$f || exit 1; done
+	for f in $(MAN8) $(MAN7); do mandoc -Tlint -Wwarning $$f || exit 1; done
 
 clean:
 	rm -f $(BIN) $(LIB) $(LIBOBJ) $(TESTBIN) $(UNIT)

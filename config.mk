@@ -23,6 +23,8 @@ ASAN_CFLAGS = -std=gnu11 -Wall -Wextra -Werror -O1 -g -fno-omit-frame-pointer \
 	-fsanitize=address,undefined -fno-sanitize-recover=undefined $(PKG_CFLAGS)
 ASAN_LDFLAGS = -fsanitize=address,undefined
 
-# make fuzz: libFuzzer targets with clang
+# make fuzz: libFuzzer targets, with clang
 FUZZ_CC = clang
-FUZZ_CFLAGS = -std=gnu11 -g -O1 -fsanitize=fuzzer,address,undefined $(PKG_CFLAGS)
+FUZZ_CFLAGS = -std=gnu11 -Wall -Wextra -Werror -g -O1 -fno-omit-frame-pointer \
+	-fsanitize=fuzzer,address,undefined -fno-sanitize-recover=undefined \
+	$(PKG_CFLAGS)
