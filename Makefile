@@ -6,15 +6,16 @@
 
 include config.mk
 
-BIN =
-MAN8 =
-LIBOBJ = lib/log.o lib/util.o lib/key.o
-HDR = lib/hatrio.h
+BIN = bin/blkmirror
+MAN8 = man/blkmirror.8
+LIBOBJ = lib/log.o lib/util.o lib/key.o lib/meta.o lib/nbd.o lib/ioq.o \
+	lib/ctl.o
+HDR = lib/hatrio.h lib/meta.h lib/nbd.h lib/ioq.h lib/ctl.h
 LIB = lib/libhatrio.a
 
 # test tools and C unit tests, built by "make tests" and "make check"
 TESTBIN = t/wanproxy t/libcheck
-UNIT = t/unit/util
+UNIT = t/unit/util t/unit/meta t/unit/nbd
 
 all: $(BIN)
 

@@ -1,0 +1,176 @@
+/* See LICENSE file for copyright and license details. */
+/*
+ * ioq.c: the disk I/O thread pool.  Workers take jobs from one queue
+ * under a mutex; finished jobs go to a completion list, and the first one
+ * to arrive on an empty list writes to an eventfd, so that the loop wakes
+ * once per batch rather than once per job.
+ */
+#include <sys/eventfd.h>
+
+#include <errno.h>
+#include <pthread.h>
+#include <stdint.h>
+#include <stdlib.h>
+#include <unistd.h>
+
+#include <event2/event.h>
+
+#include "hatrio.h"
+#include "ioq.h"
+
+TAILQ_HEAD(ioq_jobq, ioq_job);
+
+struct ioq {
+	pthread_mutex_t		 lock;
+	pthread_cond_t		 cond;
+	struct ioq_jobq		 todo;
+	int			 stop;
+	pthread_mutex_t		 dlock;
+	struct ioq_jobq		 done;
+	int			 efd;
+	struct event		*ev;
+	pthread_t		*threads;
+	int			 nthreads;
+	unsigned int		 pending;	/* submitted, not yet done */
+	void			(*batch)(void *);
+	void			*arg;
+};
+
+static void *
+ioq_worker(void *arg)
+{
+	struct ioq	*q = arg;
+	struct ioq_job	*j;
+	uint64_t	 one = 1;
+	int		 wake;
+
+	pthread_mutex_lock(&q->lock);
+	for (;;) {
+		while ((j = TAILQ_FIRST(&q->todo)) == NULL && !q->stop)
+			pthread_cond_wait(&q->cond, &q->lock);
+		if (j == NULL)
+			break;
+		TAILQ_REMOVE(&q->todo, j, entry);
+		pthread_mutex_unlock(&q->lock);
+		j->err = 0;
+		j->work(j);
+		pthread_mutex_lock(&q->dlock);
+		wake = TAILQ_EMPTY(&q->done);
+		TAILQ_INSERT_TAIL(&q->done, j, entry);
+		pthread_mutex_unlock(&q->dlock);
+		if (wake)
+			while (write(q->efd, &one, sizeof(one)) == -1 &&
+			    errno == EINTR)
+				;
+		pthread_mutex_lock(&q->lock);
+	}
+	pthread_mutex_unlock(&q->lock);
+	return NULL;
+}
+
+/* Run the done functions of every finished job, in completion order. */
+static void
+ioq_wake(evutil_socket_t fd, short what, void *arg)
+{
+	struct ioq	*q = arg;
+	struct ioq_jobq	 list;
+	struct ioq_job	*j;
+	uint64_t	 v;
+
+	(void)what;
+	if (read(fd, &v, sizeof(v)) == -1 && errno != EAGAIN)
+		log_warn("ioq: eventfd");
+	TAILQ_INIT(&list);
+	pthread_mutex_lock(&q->dlock);
+	TAILQ_CONCAT(&list, &q->done, entry);
+	pthread_mutex_unlock(&q->dlock);
+	while ((j = TAILQ_FIRST(&list)) != NULL) {
+		TAILQ_REMOVE(&list, j, entry);
+		q->pending--;
+		j->done(j);
+	}
+	if (q->batch != NULL)
+		q->batch(q->arg);
+}
+
+/*
+ * ioq_new: nthreads workers; batch(arg), if given, runs after each batch
+ * of done functions (blkmirror sends its replies there).
+ */
+struct ioq *
+ioq_new(struct event_base *base, int nthreads, void (*batch)(void *),
+    void *arg)
+{
+	struct ioq	*q;
+	int		 i;
+
+	if ((q = calloc(1, sizeof(*q))) == NULL)
+		return NULL;
+	pthread_mutex_init(&q->lock, NULL);
+	pthread_mutex_init(&q->dlock, NULL);
+	pthread_cond_init(&q->cond, NULL);
+	TAILQ_INIT(&q->todo);
+	TAILQ_INIT(&q->done);
+	q->efd = -1;
+	q->batch = batch;
+	q->arg = arg;
+	if ((q->efd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC)) == -1)
+		goto fail;
+	q->ev = event_new(base, q->efd, EV_READ | EV_PERSIST, ioq_wake, q);
+	if (q->ev == NULL || event_add(q->ev, NULL) == -1)
+		goto fail;
+	if ((q->threads = calloc(nthreads, sizeof(*q->threads))) == NULL)
+		goto fail;
+	for (i = 0; i < nthreads; i++) {
+		if ((errno = pthread_create(&q->threads[i], NULL, ioq_worker,
+		    q)) != 0)
+			goto fail;
+		q->nthreads++;
+	}
+	return q;
+ fail:
+	ioq_free(q);
+	return NULL;
+}
+
+void
+ioq_submit(struct ioq *q, struct ioq_job *j)
+{
+	q->pending++;
+	pthread_mutex_lock(&q->lock);
+	TAILQ_INSERT_TAIL(&q->todo, j, entry);
+	pthread_cond_signal(&q->cond);
+	pthread_mutex_unlock(&q->lock);
+}
+
+unsigned int
+ioq_pending(struct ioq *q)
+{
+	return q->pending;
+}
+
+/* ioq_free: workers finish the queued jobs and exit; done functions of
+ * jobs still unreported are not called. */
+void
+ioq_free(struct ioq *q)
+{
+	int	i;
+
+	if (q == NULL)
+		return;
+	pthread_mutex_lock(&q->lock);
+	q->stop = 1;
+	pthread_cond_broadcast(&q->cond);
+	pthread_mutex_unlock(&q->lock);
+	for (i = 0; i < q->nthreads; i++)
+		pthread_join(q->threads[i], NULL);
+	if (q->ev != NULL)
+		event_free(q->ev);
+	if (q->efd != -1)
+		close(q->efd);
+	free(q->threads);
+	pthread_mutex_destroy(&q->lock);
+	pthread_mutex_destroy(&q->dlock);
+	pthread_cond_destroy(&q->cond);
+	free(q);
+}
