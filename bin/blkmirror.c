@@ -473,6 +473,25 @@ al_commit(void)
 	ioq_submit(ioq, &metajob);
 }
 
+/*
+ * read_cached: serve a read from the page cache in the loop when that
+ * cannot block (RWF_NOWAIT); anything else goes to the I/O pool.
+ */
+static int
+read_cached(struct nbd_req *r)
+{
+	static int	unsupported;
+	struct iovec	iov = { r->buf, r->len };
+	ssize_t		n;
+
+	if (unsupported)
+		return 0;
+	n = preadv2(devfd, &iov, 1, r->offset, RWF_NOWAIT);
+	if (n == -1 && errno == EOPNOTSUPP)
+		unsupported = 1;
+	return n == (ssize_t)r->len;
+}
+
 static void
 submit(struct nbd_req *r, void *arg)
 {
@@ -480,7 +499,7 @@ submit(struct nbd_req *r, void *arg)
 	disk_inflight++;
 	switch (r->type) {
 	case NBD_CMD_READ:
-		if (r->len == 0)
+		if (r->len == 0 || read_cached(r))
 			break;
 		r->job.work = work_read;
 		r->job.done = done_simple;
