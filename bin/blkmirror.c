@@ -782,6 +782,8 @@ cmd_init(int argc, char *argv[])
 	argv += optind;
 	if (argc != 1 || meta == NULL || node == NULL)
 		usage();
+	if (!force && access(meta, F_OK) == 0)
+		errx(EXIT_USAGE, "%s: exists; init -f replaces it", meta);
 	if ((fd = open(argv[0], O_RDONLY | O_CLOEXEC)) == -1 ||
 	    store_size(fd, &dsize) == -1)
 		err(EXIT_SYS, "%s", argv[0]);
