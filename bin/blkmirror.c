@@ -622,7 +622,14 @@ ctl_read(struct bufferevent *bev, void *arg)
 			status(out);
 			evbuffer_add_printf(out, "ok\n");
 		} else if (strcmp(line, "events") == 0) {
+			/* First where things stand, then the changes. */
+			uint64_t t = wall_usec();
 			c->events = 1;
+			evbuffer_add_printf(out, "%" PRIu64 ".%06" PRIu64
+			    " %s state role=%s disk=%s connections=%u seq=%"
+			    PRIu64 "\n", t / 1000000, t % 1000000, m->node,
+			    primary ? "primary" : "secondary", disk_state(),
+			    nbd_server_conns(srv), evseq);
 		} else if (strcmp(line, "primary") == 0) {
 			set_role(1);
 			evbuffer_add_printf(out, "ok\n");
@@ -674,6 +681,29 @@ ctl_accept(struct evconnlistener *l, evutil_socket_t fd,
 
 /* --- start and stop ------------------------------------------------ */
 
+/* Hand the last events to their readers before exiting. */
+static void
+ctl_drain(void)
+{
+	struct ctlc	*c;
+	struct evbuffer	*o;
+	char		 buf[4096];
+	ssize_t		 n;
+	int		 fd;
+
+	TAILQ_FOREACH(c, &ctls, entry) {
+		o = bufferevent_get_output(c->bev);
+		fd = bufferevent_getfd(c->bev);
+		/* The bufferevent froze the output's front; we exit next. */
+		evbuffer_unfreeze(o, 1);
+		while ((n = evbuffer_copyout(o, buf, sizeof(buf))) > 0) {
+			if (write(fd, buf, n) != n)
+				break;
+			evbuffer_drain(o, n);
+		}
+	}
+}
+
 static void
 finish(void)
 {
@@ -691,6 +721,7 @@ finish(void)
 		}
 	}
 	emit("stop", "clean=%d", rv == EXIT_OK);
+	ctl_drain();
 	log_info("stopped%s", rv == EXIT_OK ? "" : " uncleanly");
 	exit(rv);
 }
