@@ -198,6 +198,7 @@ work_read(struct ioq_job *j)
 		}
 		done += n;
 	}
+	nbd_req_reply_early(r);
 }
 
 static int
@@ -264,6 +265,12 @@ work_write(struct ioq_job *j)
 	if (j->err == 0 && (r->flags & NBD_CMD_FLAG_FUA) &&
 	    chunk_end(r) == r->end && fdatasync(devfd) == -1)
 		j->err = errno;
+	/*
+	 * Done locally, and no peer to wait for yet: the client may have
+	 * its answer now; the loop does the bookkeeping after.
+	 */
+	if (j->err == 0 && chunk_end(r) == r->end)
+		nbd_req_reply_early(r);
 }
 
 static void
@@ -271,6 +278,8 @@ work_flush(struct ioq_job *j)
 {
 	if (fdatasync(devfd) == -1)
 		j->err = errno;
+	else
+		nbd_req_reply_early(job_req(j));
 }
 
 static void

@@ -18,6 +18,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <netdb.h>
+#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -60,6 +61,13 @@ struct nbd_conn {
 	size_t			 olen, ooff, ocap;
 	TAILQ_HEAD(, nbd_req)	 outq;
 	unsigned int		 inflight;
+	/*
+	 * wlock guards the socket's write side, outq and the handshake
+	 * output against the I/O threads' early replies; stuck: a thread
+	 * wrote part of a reply, whose rest must go first.
+	 */
+	pthread_mutex_t		 wlock;
+	int			 stuck;
 };
 
 struct nbd_server {
@@ -294,16 +302,64 @@ nbd_req_done(struct nbd_req *r, int err)
 		s->st.trims++;
 	else if (r->type == NBD_CMD_WRITE_ZEROES)
 		s->st.zeroes++;
-	if (c->dead) {
+	if (c->dead || r->early == EARLY_SENT) {
 		req_release(r);
 		return;
 	}
-	nbd_put32(r->rhdr, NBD_SIMPLE_REPLY_MAGIC);
-	nbd_put32(r->rhdr + 4, r->err);
-	memcpy(r->rhdr + 8, r->cookie, 8);
-	r->sent = 0;
-	TAILQ_INSERT_TAIL(&c->outq, r, entry);
+	pthread_mutex_lock(&c->wlock);
+	if (r->early == EARLY_PARTIAL) {
+		/* Its first bytes are out: the rest goes before anything. */
+		TAILQ_INSERT_HEAD(&c->outq, r, entry);
+		c->stuck = 0;
+	} else {
+		nbd_put32(r->rhdr, NBD_SIMPLE_REPLY_MAGIC);
+		nbd_put32(r->rhdr + 4, r->err);
+		memcpy(r->rhdr + 8, r->cookie, 8);
+		r->sent = 0;
+		TAILQ_INSERT_TAIL(&c->outq, r, entry);
+	}
+	pthread_mutex_unlock(&c->wlock);
 	mark_dirty(c);
+}
+
+/*
+ * nbd_req_reply_early: called by an I/O thread when r succeeded, to send
+ * its reply at once if nothing else is waiting to be written on that
+ * connection; this saves a trip through the event loop.  nbd_req_done()
+ * must still follow, from the loop, and then only does the bookkeeping.
+ */
+void
+nbd_req_reply_early(struct nbd_req *r)
+{
+	struct nbd_conn	*c = r->conn;
+	struct iovec	 iov[2];
+	ssize_t		 n;
+	int		 niov = 1;
+
+	nbd_put32(r->rhdr, NBD_SIMPLE_REPLY_MAGIC);
+	nbd_put32(r->rhdr + 4, 0);
+	memcpy(r->rhdr + 8, r->cookie, 8);
+	iov[0].iov_base = r->rhdr;
+	iov[0].iov_len = NBD_REPLY_SIZE;
+	if (r->type == NBD_CMD_READ && r->len > 0) {
+		iov[1].iov_base = r->buf;
+		iov[1].iov_len = r->len;
+		niov = 2;
+	}
+	if (pthread_mutex_trylock(&c->wlock) != 0)
+		return;
+	if (!c->dead && !c->stuck && c->olen == 0 &&
+	    TAILQ_EMPTY(&c->outq)) {
+		n = writev(c->fd, iov, niov);
+		if (n == (ssize_t)(NBD_REPLY_SIZE + (niov == 2 ? r->len : 0)))
+			r->early = EARLY_SENT;
+		else if (n > 0) {
+			r->sent = n;
+			r->early = EARLY_PARTIAL;
+			c->stuck = 1;
+		}
+	}
+	pthread_mutex_unlock(&c->wlock);
 }
 
 void
@@ -714,6 +770,12 @@ conn_flush(struct nbd_conn *c)
 
 	if (c->dead)
 		return;
+	pthread_mutex_lock(&c->wlock);
+	if (c->stuck) {
+		/* A thread's partial reply is on its way to nbd_req_done. */
+		pthread_mutex_unlock(&c->wlock);
+		return;
+	}
 	while (c->ooff < c->olen) {
 		n = write(c->fd, c->obuf + c->ooff, c->olen - c->ooff);
 		if (n == -1 && errno == EINTR)
@@ -721,6 +783,7 @@ conn_flush(struct nbd_conn *c)
 		if (n == -1 && errno == EAGAIN)
 			goto wait;
 		if (n == -1) {
+			pthread_mutex_unlock(&c->wlock);
 			conn_kill(c, errno == EPIPE || errno == ECONNRESET ?
 			    NULL : "write");
 			return;
@@ -751,6 +814,7 @@ conn_flush(struct nbd_conn *c)
 		if (n == -1 && errno == EAGAIN)
 			goto wait;
 		if (n == -1) {
+			pthread_mutex_unlock(&c->wlock);
 			conn_kill(c, errno == EPIPE || errno == ECONNRESET ?
 			    NULL : "write");
 			return;
@@ -769,6 +833,7 @@ conn_flush(struct nbd_conn *c)
 			req_release(r);
 		}
 	}
+	pthread_mutex_unlock(&c->wlock);
 	if (c->writing) {
 		event_del(c->wev);
 		c->writing = 0;
@@ -777,6 +842,7 @@ conn_flush(struct nbd_conn *c)
 		conn_kill(c, NULL);
 	return;
  wait:
+	pthread_mutex_unlock(&c->wlock);
 	if (!c->writing) {
 		event_add(c->wev, NULL);
 		c->writing = 1;
@@ -794,6 +860,7 @@ conn_maybe_free(struct nbd_conn *c)
 		TAILQ_REMOVE(&s->dirty, c, dirty_entry);
 	TAILQ_REMOVE(&s->conns, c, entry);
 	s->nconns--;
+	pthread_mutex_destroy(&c->wlock);
 	free(c->rbuf);
 	free(c->obuf);
 	free(c);
@@ -821,8 +888,10 @@ conn_kill(struct nbd_conn *c, const char *why)
 	c->busy = 1;
 	event_free(c->rev);
 	event_free(c->wev);
+	pthread_mutex_lock(&c->wlock);
 	close(c->fd);
 	c->fd = -1;
+	pthread_mutex_unlock(&c->wlock);
 	if (c->cur != NULL) {
 		r = c->cur;
 		c->cur = NULL;
@@ -864,6 +933,7 @@ do_accept(evutil_socket_t lfd, short what, void *arg)
 	c->srv = s;
 	c->fd = fd;
 	c->id = ++s->nextid;
+	pthread_mutex_init(&c->wlock, NULL);
 	TAILQ_INIT(&c->outq);
 	if (ss.ss_family == AF_UNIX)
 		snprintf(c->peer, sizeof(c->peer), "unix");

@@ -82,6 +82,10 @@
 #define NBD_OPT_MAX		4096		/* option data we accept */
 #define NBD_CONN_INFLIGHT	256		/* then stop reading */
 
+#define EARLY_NONE		0
+#define EARLY_SENT		1
+#define EARLY_PARTIAL		2
+
 struct nbd_conn;
 struct nbd_server;
 
@@ -99,6 +103,7 @@ struct nbd_req {
 	int			 err;		/* errno for the reply */
 	unsigned char		 rhdr[NBD_REPLY_SIZE];
 	size_t			 sent;
+	int			 early;		/* see nbd_req_reply_early */
 	/* free for the submit side */
 	int			 state;
 	uint64_t		 cur, end, need_gen;
@@ -126,6 +131,7 @@ int		 nbd_listen_unix(struct nbd_server *, const char *);
 int		 nbd_listen_tcp(struct nbd_server *, const char *);
 void		 nbd_set_readonly(struct nbd_server *, int);
 void		 nbd_req_done(struct nbd_req *, int);
+void		 nbd_req_reply_early(struct nbd_req *);
 void		 nbd_server_flush(struct nbd_server *);
 void		 nbd_server_stop(struct nbd_server *);
 int		 nbd_server_drained(struct nbd_server *);
