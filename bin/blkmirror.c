@@ -153,6 +153,24 @@ emit(const char *event, const char *fmt, ...)
 }
 
 static void
+nbd_poll(void *arg)
+{
+	(void)arg;
+	ioq_reap(ioq);
+}
+
+/*
+ * Quiet completions may wait for the loop's next wakeup, unless another
+ * request is waiting for them.
+ */
+static void
+update_eager(void)
+{
+	ioq_set_eager(ioq, noverlap > 0 || !TAILQ_EMPTY(&alfull) ||
+	    stopping);
+}
+
+static void
 nbd_note(void *arg, const char *event, const char *kv)
 {
 	(void)arg;
@@ -198,7 +216,7 @@ work_read(struct ioq_job *j)
 		}
 		done += n;
 	}
-	nbd_req_reply_early(r);
+	j->quiet = nbd_req_reply_early(r);
 }
 
 static int
@@ -270,7 +288,7 @@ work_write(struct ioq_job *j)
 	 * its answer now; the loop does the bookkeeping after.
 	 */
 	if (j->err == 0 && chunk_end(r) == r->end)
-		nbd_req_reply_early(r);
+		j->quiet = nbd_req_reply_early(r);
 }
 
 static void
@@ -279,7 +297,7 @@ work_flush(struct ioq_job *j)
 	if (fdatasync(devfd) == -1)
 		j->err = errno;
 	else
-		nbd_req_reply_early(job_req(j));
+		j->quiet = nbd_req_reply_early(job_req(j));
 }
 
 static void
@@ -365,6 +383,7 @@ finish_write(struct nbd_req *r, int e)
 			start_chunk(o);
 		}
 	}
+	update_eager();
 }
 
 static void
@@ -423,6 +442,7 @@ start_chunk(struct nbd_req *r)
 				m->ext_pinned[e]--;
 			r->state = W_ALFULL;
 			TAILQ_INSERT_TAIL(&alfull, r, entry);
+			update_eager();
 			return;
 		}
 		if (m->ext_gen[e] > r->need_gen)
@@ -530,9 +550,11 @@ submit(struct nbd_req *r, void *arg)
 		if (blocked(r)) {
 			r->state = W_OVERLAP;
 			noverlap++;
+			update_eager();
 			return;
 		}
 		start_chunk(r);
+		update_eager();
 		return;
 	}
 	disk_inflight--;
@@ -766,6 +788,7 @@ on_signal(evutil_socket_t sig, short what, void *arg)
 	if (stopping)
 		return;
 	stopping = 1;
+	update_eager();
 	log_info("signal %d: stopping", (int)sig);
 	stop_deadline = now_usec() + STOP_GRACE_USEC;
 	nbd_server_stop(srv);
@@ -882,7 +905,7 @@ cmd_dump(int argc, char *argv[])
 int
 main(int argc, char *argv[])
 {
-	struct nbd_hooks	 hooks = { submit, nbd_note, NULL };
+	struct nbd_hooks	 hooks = { submit, nbd_note, nbd_poll, NULL };
 	struct event		*ev;
 	struct sigaction	 sa;
 	unsigned char		 key[HATRIO_KEY_BYTES];

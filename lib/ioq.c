@@ -27,6 +27,10 @@ struct ioq {
 	int			 stop;
 	pthread_mutex_t		 dlock;
 	struct ioq_jobq		 done;
+	int			 signalled;	/* eventfd written, not read */
+	int			 eager;		/* wake the loop for every job */
+	struct event		*lazy;		/* collects quiet jobs */
+	int			 lazy_on;
 	int			 efd;
 	struct event		*ev;
 	pthread_t		*threads;
@@ -53,10 +57,13 @@ ioq_worker(void *arg)
 		TAILQ_REMOVE(&q->todo, j, entry);
 		pthread_mutex_unlock(&q->lock);
 		j->err = 0;
+		j->quiet = 0;
 		j->work(j);
 		pthread_mutex_lock(&q->dlock);
-		wake = TAILQ_EMPTY(&q->done);
 		TAILQ_INSERT_TAIL(&q->done, j, entry);
+		wake = !q->signalled && (!j->quiet || q->eager);
+		if (wake)
+			q->signalled = 1;
 		pthread_mutex_unlock(&q->dlock);
 		if (wake)
 			while (write(q->efd, &one, sizeof(one)) == -1 &&
@@ -68,18 +75,17 @@ ioq_worker(void *arg)
 	return NULL;
 }
 
-/* Run the done functions of every finished job, in completion order. */
-static void
-ioq_wake(evutil_socket_t fd, short what, void *arg)
+/*
+ * ioq_reap: run the done functions of every finished job, in completion
+ * order; the number of jobs.
+ */
+int
+ioq_reap(struct ioq *q)
 {
-	struct ioq	*q = arg;
 	struct ioq_jobq	 list;
 	struct ioq_job	*j;
-	uint64_t	 v;
+	int		 n = 0;
 
-	(void)what;
-	if (read(fd, &v, sizeof(v)) == -1 && errno != EAGAIN)
-		log_warn("ioq: eventfd");
 	TAILQ_INIT(&list);
 	pthread_mutex_lock(&q->dlock);
 	TAILQ_CONCAT(&list, &q->done, entry);
@@ -88,9 +94,58 @@ ioq_wake(evutil_socket_t fd, short what, void *arg)
 		TAILQ_REMOVE(&list, j, entry);
 		q->pending--;
 		j->done(j);
+		n++;
 	}
-	if (q->batch != NULL)
+	if (n > 0 && q->batch != NULL)
 		q->batch(q->arg);
+	return n;
+}
+
+static void
+ioq_wake(evutil_socket_t fd, short what, void *arg)
+{
+	struct ioq	*q = arg;
+	uint64_t	 v;
+
+	(void)what;
+	pthread_mutex_lock(&q->dlock);
+	q->signalled = 0;
+	pthread_mutex_unlock(&q->dlock);
+	if (read(fd, &v, sizeof(v)) == -1 && errno != EAGAIN)
+		log_warn("ioq: eventfd");
+	ioq_reap(q);
+}
+
+static void
+ioq_lazy(evutil_socket_t fd, short what, void *arg)
+{
+	struct ioq	*q = arg;
+	struct timeval	 tv = { 0, IOQ_LAZY_USEC };
+
+	(void)fd;
+	(void)what;
+	ioq_reap(q);
+	q->lazy_on = q->pending > 0;
+	if (q->lazy_on)
+		evtimer_add(q->lazy, &tv);
+}
+
+/* ioq_set_eager: while on, every finished job wakes the loop. */
+void
+ioq_set_eager(struct ioq *q, int on)
+{
+	int	kick = 0;
+
+	if (on == q->eager)
+		return;
+	pthread_mutex_lock(&q->dlock);
+	q->eager = on;
+	/* Quiet jobs already done must not wait for the timer now. */
+	if (on && !TAILQ_EMPTY(&q->done) && !q->signalled)
+		kick = q->signalled = 1;
+	pthread_mutex_unlock(&q->dlock);
+	if (kick)
+		event_active(q->ev, EV_READ, 0);
 }
 
 /*
@@ -119,6 +174,8 @@ ioq_new(struct event_base *base, int nthreads, void (*batch)(void *),
 	q->ev = event_new(base, q->efd, EV_READ | EV_PERSIST, ioq_wake, q);
 	if (q->ev == NULL || event_add(q->ev, NULL) == -1)
 		goto fail;
+	if ((q->lazy = evtimer_new(base, ioq_lazy, q)) == NULL)
+		goto fail;
 	if ((q->threads = calloc(nthreads, sizeof(*q->threads))) == NULL)
 		goto fail;
 	for (i = 0; i < nthreads; i++) {
@@ -136,6 +193,12 @@ ioq_new(struct event_base *base, int nthreads, void (*batch)(void *),
 void
 ioq_submit(struct ioq *q, struct ioq_job *j)
 {
+	struct timeval	tv = { 0, IOQ_LAZY_USEC };
+
+	if (!q->lazy_on) {
+		evtimer_add(q->lazy, &tv);
+		q->lazy_on = 1;
+	}
 	q->pending++;
 	pthread_mutex_lock(&q->lock);
 	TAILQ_INSERT_TAIL(&q->todo, j, entry);
@@ -166,6 +229,8 @@ ioq_free(struct ioq *q)
 		pthread_join(q->threads[i], NULL);
 	if (q->ev != NULL)
 		event_free(q->ev);
+	if (q->lazy != NULL)
+		event_free(q->lazy);
 	if (q->efd != -1)
 		close(q->efd);
 	free(q->threads);

@@ -328,7 +328,7 @@ nbd_req_done(struct nbd_req *r, int err)
  * connection; this saves a trip through the event loop.  nbd_req_done()
  * must still follow, from the loop, and then only does the bookkeeping.
  */
-void
+int
 nbd_req_reply_early(struct nbd_req *r)
 {
 	struct nbd_conn	*c = r->conn;
@@ -347,7 +347,7 @@ nbd_req_reply_early(struct nbd_req *r)
 		niov = 2;
 	}
 	if (pthread_mutex_trylock(&c->wlock) != 0)
-		return;
+		return 0;
 	if (!c->dead && !c->stuck && c->olen == 0 &&
 	    TAILQ_EMPTY(&c->outq)) {
 		n = writev(c->fd, iov, niov);
@@ -360,6 +360,7 @@ nbd_req_reply_early(struct nbd_req *r)
 		}
 	}
 	pthread_mutex_unlock(&c->wlock);
+	return r->early == EARLY_SENT;
 }
 
 void
@@ -698,8 +699,9 @@ parse(struct nbd_conn *c)
 static void
 conn_read(evutil_socket_t fd, short what, void *arg)
 {
-	struct nbd_conn	*c = arg;
-	ssize_t		 n;
+	struct nbd_conn		*c = arg;
+	struct nbd_server	*s = c->srv;
+	ssize_t			 n;
 	int		 rv, rounds = 0;
 
 	(void)what;
@@ -747,7 +749,10 @@ conn_read(evutil_socket_t fd, short what, void *arg)
 		c->reading = 0;
 	}
 	mark_dirty(c);
-	nbd_server_flush(c->srv);
+	/* From here on c may be freed. */
+	if (s->hooks.poll != NULL)
+		s->hooks.poll(s->hooks.arg);
+	nbd_server_flush(s);
 }
 
 static void

@@ -122,6 +122,8 @@ struct nbd_hooks {
 	void	(*submit)(struct nbd_req *, void *);
 	/* A connection came or went: event, then key=value details. */
 	void	(*note)(void *, const char *, const char *);
+	/* After reading from a client: collect finished requests. */
+	void	(*poll)(void *);
 	void	*arg;
 };
 
@@ -131,7 +133,7 @@ int		 nbd_listen_unix(struct nbd_server *, const char *);
 int		 nbd_listen_tcp(struct nbd_server *, const char *);
 void		 nbd_set_readonly(struct nbd_server *, int);
 void		 nbd_req_done(struct nbd_req *, int);
-void		 nbd_req_reply_early(struct nbd_req *);
+int		 nbd_req_reply_early(struct nbd_req *);
 void		 nbd_server_flush(struct nbd_server *);
 void		 nbd_server_stop(struct nbd_server *);
 int		 nbd_server_drained(struct nbd_server *);
