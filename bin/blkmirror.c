@@ -650,6 +650,7 @@ ctl_read(struct bufferevent *bev, void *arg)
 			continue;
 		}
 		if (strcmp(line, "status") == 0) {
+			ioq_reap(ioq);	/* count what is answered */
 			status(out);
 			evbuffer_add_printf(out, "ok\n");
 		} else if (strcmp(line, "events") == 0) {
