@@ -59,3 +59,23 @@ detach() {
 	detach
 	stop_daemon bm
 }
+
+@test "a block device as the backing store" {
+	truncate -s 64M "$D/bdev.img"
+	BLOOP=$(losetup -f --show "$D/bdev.img")
+	LOOP=$BLOOP	# teardown detaches it
+	run -100 blkmirror init -s 65M -m "$D/bmeta" -n a "$BLOOP"
+	[ "$output" = "blkmirror: $BLOOP: backing store has 67108864 bytes, fewer than 68157440" ]
+	blkmirror init -m "$D/bmeta" -n a "$BLOOP"
+	[ "$(blkmirror dump -m "$D/bmeta" | sed -n 's/^size=//p')" = 67108864 ]
+	start_daemon bm blkmirror -p -m "$D/bmeta" -n a -c "$D/ctl.sock" \
+	    -l "$D/nbd.sock" "$BLOOP"
+	head -c 64M /dev/urandom >"$D/img"
+	nbdcopy "$D/img" "$(blk_uri)"
+	run -0 qemu-io -f raw -c 'write -z 1M 1M' -c 'discard 4M 1M' -c flush "$(blk_uri)"
+	nbdcopy "$(blk_uri)" "$D/out"
+	stop_daemon bm
+	cmp "$D/out" "$BLOOP"
+	cmp -n 1048576 "$D/img" "$D/out"
+	cmp -n 1048576 -i 1048576:0 "$D/out" /dev/zero
+}

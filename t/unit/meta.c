@@ -127,6 +127,14 @@ test_al(void)
 	ok(m != NULL && m->peer[1].bm[10] == 0x0f && m->peer[1].oos_blocks == 4,
 	    "bitmap reloads");
 	meta_free(m);
+	/* Damage the committed bitmap copy (peer 1, copy 0). */
+	corrupt(META_BM_OFF + 2 * 32768 + 5);	/* stride: 1 GiB / 4 KiB / 8 */
+	m = meta_load(path, 1, err, sizeof(err));
+	ok(m != NULL && m->peer[1].oos_blocks == m->nbits &&
+	    m->peer[0].oos_blocks == 0, "damaged bitmap: all out of sync");
+	ok(m != NULL && strstr(m->warn, "bitmap of peer slot 1 is corrupt") !=
+	    NULL, "and a warning says so");
+	meta_free(m);
 	unlink(path);
 }
 
