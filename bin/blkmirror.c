@@ -914,7 +914,8 @@ main(int argc, char *argv[])
 	const char		*e;
 	char			 errbuf[512];
 	uint64_t		 v, dsize;
-	int			 ch, rfd = -1, verbose = 0, nthreads = IO_THREADS;
+	int			 ch, rfd = -1, verbose = 0;
+	int			 nthreads = IO_THREADS;
 	int			 fd;
 
 	if (argc > 1 && strcmp(argv[1], "init") == 0)
@@ -939,7 +940,8 @@ main(int argc, char *argv[])
 			if ((e = parse_size(optarg, &v)) != NULL)
 				errx(EXIT_USAGE, "-j %s: %s", optarg, e);
 			if (v < 1 || v > 128)
-				errx(EXIT_USAGE, "-j %s: not in 1..128", optarg);
+				errx(EXIT_USAGE, "-j %s: not in 1..128",
+				    optarg);
 			nthreads = v;
 			break;
 		case 'k':

@@ -28,7 +28,7 @@ struct ioq {
 	pthread_mutex_t		 dlock;
 	struct ioq_jobq		 done;
 	int			 signalled;	/* eventfd written, not read */
-	int			 eager;		/* wake the loop for every job */
+	int			 eager;		/* wake the loop for each job */
 	struct event		*lazy;		/* collects quiet jobs */
 	int			 lazy_on;
 	int			 efd;

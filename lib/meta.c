@@ -386,7 +386,8 @@ meta_decode(struct meta *m, const unsigned char *buf, char *err,
 	for (i = 0; i < m->al_count; i++) {
 		m->al[i] = get32(buf + H_AL + 4 * i);
 		if (m->al[i] >= m->nextents) {
-			snprintf(err, errlen, "activity log extent out of range");
+			snprintf(err, errlen,
+			    "activity log extent out of range");
 			return -1;
 		}
 	}

@@ -539,7 +539,8 @@ handle_option(struct nbd_conn *c, uint32_t opt, const unsigned char *d,
 		break;
 	case NBD_OPT_LIST:
 		if (len != 0) {
-			opt_error(c, opt, NBD_REP_ERR_INVALID, "data with LIST");
+			opt_error(c, opt, NBD_REP_ERR_INVALID,
+			    "data with LIST");
 			break;
 		}
 		opt_list_one(c, "");
@@ -709,7 +710,8 @@ conn_read(evutil_socket_t fd, short what, void *arg)
 	    rounds++ < 256) {
 		if (c->state == TX_PAYLOAD && c->rstart == c->rend) {
 			/* Large payloads go straight to their buffer. */
-			n = read(fd, c->cur->buf + c->got, c->cur->len - c->got);
+			n = read(fd, c->cur->buf + c->got,
+			    c->cur->len - c->got);
 			if (n > 0) {
 				c->got += n;
 				if (c->got == c->cur->len)
