@@ -411,6 +411,9 @@ submit_chunk(struct nbd_req *r)
 	r->state = W_IO;
 	r->job.work = work_write;
 	r->job.done = done_write;
+	r->job.slow = (r->flags & NBD_CMD_FLAG_FUA) ||
+	    r->type != NBD_CMD_WRITE ||
+	    r->len > 65536;
 	ioq_submit(ioq, &r->job);
 }
 
@@ -499,6 +502,7 @@ al_commit(void)
 	metabusy = 1;
 	metajob.work = work_meta;
 	metajob.done = done_meta;
+	metajob.slow = 1;
 	ioq_submit(ioq, &metajob);
 }
 
@@ -532,12 +536,14 @@ submit(struct nbd_req *r, void *arg)
 			break;
 		r->job.work = work_read;
 		r->job.done = done_simple;
+		r->job.slow = 1;	/* not in the page cache */
 		ioq_submit(ioq, &r->job);
 		return;
 	case NBD_CMD_FLUSH:
 		/* Bitmaps are flushed with the data once peers exist. */
 		r->job.work = work_flush;
 		r->job.done = done_simple;
+		r->job.slow = 1;
 		ioq_submit(ioq, &r->job);
 		return;
 	default:

@@ -24,6 +24,10 @@ struct ioq {
 	pthread_mutex_t		 lock;
 	pthread_cond_t		 cond;
 	struct ioq_jobq		 todo;
+	unsigned int		 ntodo;		/* jobs in todo */
+	unsigned int		 awake;		/* workers not waiting */
+	unsigned int		 slow;		/* of them busy with slow jobs */
+	int			 kick;		/* quick jobs queued unannounced */
 	int			 stop;
 	pthread_mutex_t		 dlock;
 	struct ioq_jobq		 done;
@@ -46,15 +50,25 @@ ioq_worker(void *arg)
 	struct ioq	*q = arg;
 	struct ioq_job	*j;
 	uint64_t	 one = 1;
-	int		 wake;
+	int		 wake, slow;
 
 	pthread_mutex_lock(&q->lock);
+	q->awake++;
 	for (;;) {
-		while ((j = TAILQ_FIRST(&q->todo)) == NULL && !q->stop)
+		while ((j = TAILQ_FIRST(&q->todo)) == NULL && !q->stop) {
+			q->awake--;
 			pthread_cond_wait(&q->cond, &q->lock);
+			q->awake++;
+		}
 		if (j == NULL)
 			break;
 		TAILQ_REMOVE(&q->todo, j, entry);
+		q->ntodo--;
+		slow = j->slow;
+		q->slow += slow;
+		/* More work than awake hands: wake a helper ourselves. */
+		if (q->ntodo > 0 && q->ntodo + q->slow >= q->awake)
+			pthread_cond_signal(&q->cond);
 		pthread_mutex_unlock(&q->lock);
 		j->err = 0;
 		j->quiet = 0;
@@ -70,6 +84,7 @@ ioq_worker(void *arg)
 			    errno == EINTR)
 				;
 		pthread_mutex_lock(&q->lock);
+		q->slow -= slow;
 	}
 	pthread_mutex_unlock(&q->lock);
 	return NULL;
@@ -98,6 +113,7 @@ ioq_reap(struct ioq *q)
 	}
 	if (n > 0 && q->batch != NULL)
 		q->batch(q->arg);
+	ioq_kick(q);
 	return n;
 }
 
@@ -125,6 +141,7 @@ ioq_lazy(evutil_socket_t fd, short what, void *arg)
 	(void)fd;
 	(void)what;
 	ioq_reap(q);
+	ioq_kick(q);
 	q->lazy_on = q->pending > 0;
 	if (q->lazy_on)
 		evtimer_add(q->lazy, &tv);
@@ -202,7 +219,33 @@ ioq_submit(struct ioq *q, struct ioq_job *j)
 	q->pending++;
 	pthread_mutex_lock(&q->lock);
 	TAILQ_INSERT_TAIL(&q->todo, j, entry);
-	pthread_cond_signal(&q->cond);
+	/*
+	 * Waking a thread costs the loop more than a small write: wake one
+	 * only if no worker is awake for quick jobs (one that is takes the
+	 * next job when done with its own), and let workers wake helpers.
+	 */
+	q->ntodo++;
+	if (j->slow) {
+		if (q->awake <= q->slow + 1)
+			pthread_cond_signal(&q->cond);
+	} else
+		q->kick = 1;
+	pthread_mutex_unlock(&q->lock);
+}
+
+/*
+ * ioq_kick: after a batch of submissions (the loop calls it at the end of
+ * each callback), wake a worker if none is awake for them.
+ */
+void
+ioq_kick(struct ioq *q)
+{
+	if (!q->kick)
+		return;
+	pthread_mutex_lock(&q->lock);
+	q->kick = 0;
+	if (q->ntodo > 0 && q->awake <= q->slow)
+		pthread_cond_signal(&q->cond);
 	pthread_mutex_unlock(&q->lock);
 }
 

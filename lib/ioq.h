@@ -22,6 +22,7 @@ struct ioq_job {
 	TAILQ_ENTRY(ioq_job)	 entry;
 	void			(*work)(struct ioq_job *);	/* worker */
 	void			(*done)(struct ioq_job *);	/* loop */
+	int			 slow;	/* set by the submitter: may take ms */
 	int			 err;	/* set by work: 0 or an errno */
 	int			 quiet;	/* set by work: no hurry for done */
 };
@@ -31,6 +32,7 @@ void		 ioq_submit(struct ioq *, struct ioq_job *);
 void		 ioq_free(struct ioq *);
 unsigned int	 ioq_pending(struct ioq *);
 int		 ioq_reap(struct ioq *);
+void		 ioq_kick(struct ioq *);
 void		 ioq_set_eager(struct ioq *, int);
 
 #endif /* IOQ_H */
