@@ -26,8 +26,8 @@ struct ioq {
 	struct ioq_jobq		 todo;
 	unsigned int		 ntodo;		/* jobs in todo */
 	unsigned int		 awake;		/* workers not waiting */
-	unsigned int		 slow;		/* of them busy with slow jobs */
-	int			 kick;		/* quick jobs queued unannounced */
+	unsigned int		 slow;		/* of them on slow jobs */
+	int			 kick;		/* quick jobs not announced */
 	int			 stop;
 	pthread_mutex_t		 dlock;
 	struct ioq_jobq		 done;
