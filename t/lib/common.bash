@@ -12,6 +12,10 @@ export HATRIO_ROOT
 PATH=$HATRIO_ROOT/bin:$HATRIO_ROOT/t:$PATH
 export PATH
 
+# Work in the test's own directory, so that whatever a tool leaves in its
+# current directory (fio's verify state, core files) goes away with it.
+cd "$BATS_TEST_TMPDIR" || return 1
+
 # wait_for SECONDS CMD [ARG...]: poll CMD every 50 ms until it succeeds;
 # fail with a message after SECONDS.
 wait_for() {
