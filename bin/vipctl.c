@@ -136,10 +136,10 @@ static void
 usage(void)
 {
 	fprintf(stderr,
-	    "usage: vipctl add [-Cx] [-d fd] [-i interval] [-n count] "
-	    "[-r period] [-t timeout] address/prefix dev interface\n"
+	    "usage: vipctl add [-Px] [-d fd] [-i interval] [-N count] "
+	    "[-r period] [-T timeout] address/prefix dev interface\n"
 	    "       vipctl del address/prefix dev interface\n"
-	    "       vipctl check [-t timeout] address dev interface\n"
+	    "       vipctl check [-T timeout] address dev interface\n"
 	    "       vipctl show [dev interface]\n");
 	exit(EXIT_USAGE);
 }
@@ -914,7 +914,7 @@ static int
 cmd_add(int argc, char **argv)
 {
 	static const struct option longopts[] = {
-		{ "check", no_argument, NULL, 'C' },
+		{ "check", no_argument, NULL, 'P' },
 		{ NULL, 0, NULL, 0 }
 	};
 	struct announcer	 a;
@@ -935,10 +935,10 @@ cmd_add(int argc, char **argv)
 	a.interval = VIP_INTERVAL_US;
 	a.readyfd = -1;
 	a.pkt = -1;
-	while ((ch = getopt_long(argc, argv, "+Cd:i:n:r:t:x", longopts,
+	while ((ch = getopt_long(argc, argv, "+N:PT:d:i:r:x", longopts,
 	    NULL)) != -1) {
 		switch (ch) {
-		case 'C':
+		case 'P':
 			Cflag = 1;
 			break;
 		case 'd':
@@ -951,12 +951,12 @@ cmd_add(int argc, char **argv)
 			if (a.interval == 0)
 				a.interval = 1;
 			break;
-		case 'n':
+		case 'N':
 			errno = 0;
 			n = strtoul(optarg, &end, 10);
 			if (*optarg < '0' || *optarg > '9' || *end != '\0' ||
 			    errno != 0 || n > 1000)
-				errx(EXIT_USAGE, "-n %s: not a count from 0 to "
+				errx(EXIT_USAGE, "-N %s: not a count from 0 to "
 				    "1000", optarg);
 			a.left = (int)n;
 			break;
@@ -965,10 +965,10 @@ cmd_add(int argc, char **argv)
 			    (e = a.refresh == 0 ? "zero" : NULL) != NULL)
 				errx(EXIT_USAGE, "-r %s: %s", optarg, e);
 			break;
-		case 't':
+		case 'T':
 			if ((e = parse_duration(optarg, &timeout)) != NULL ||
 			    (e = timeout == 0 ? "zero" : NULL) != NULL)
-				errx(EXIT_USAGE, "-t %s: %s", optarg, e);
+				errx(EXIT_USAGE, "-T %s: %s", optarg, e);
 			break;
 		case 'x':
 			xflag = 1;
@@ -1103,12 +1103,12 @@ cmd_check(int argc, char **argv)
 	uint64_t	 timeout = VIP_TIMEOUT_US;
 	int		 ch, r;
 
-	while ((ch = getopt(argc, argv, "+t:")) != -1) {
+	while ((ch = getopt(argc, argv, "+T:")) != -1) {
 		switch (ch) {
-		case 't':
+		case 'T':
 			if ((e = parse_duration(optarg, &timeout)) != NULL ||
 			    (e = timeout == 0 ? "zero" : NULL) != NULL)
-				errx(EXIT_USAGE, "-t %s: %s", optarg, e);
+				errx(EXIT_USAGE, "-T %s: %s", optarg, e);
 			break;
 		default:
 			usage();

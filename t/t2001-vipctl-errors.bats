@@ -5,9 +5,9 @@
 setup() {
 	load lib/common
 	load lib/netns
-	USAGE="usage: vipctl add [-Cx] [-d fd] [-i interval] [-n count] [-r period] [-t timeout] address/prefix dev interface
+	USAGE="usage: vipctl add [-Px] [-d fd] [-i interval] [-N count] [-r period] [-T timeout] address/prefix dev interface
        vipctl del address/prefix dev interface
-       vipctl check [-t timeout] address dev interface
+       vipctl check [-T timeout] address dev interface
        vipctl show [dev interface]"
 }
 
@@ -36,10 +36,10 @@ needs_net() {
 	[ "$stderr" = "$USAGE" ]
 	run -100 --separate-stderr vipctl add -x 198.18.0.50/24 dev eth0
 	[ "$stderr" = "vipctl: -x needs -r" ]
-	run -100 --separate-stderr vipctl add -n 2x 198.18.0.50/24 dev eth0
-	[ "$stderr" = "vipctl: -n 2x: not a count from 0 to 1000" ]
-	run -100 --separate-stderr vipctl check -t 0 198.18.0.50 dev eth0
-	[ "$stderr" = "vipctl: -t 0: zero" ]
+	run -100 --separate-stderr vipctl add -N 2x 198.18.0.50/24 dev eth0
+	[ "$stderr" = "vipctl: -N 2x: not a count from 0 to 1000" ]
+	run -100 --separate-stderr vipctl check -T 0 198.18.0.50 dev eth0
+	[ "$stderr" = "vipctl: -T 0: zero" ]
 }
 
 @test "a bad address or prefix is named and exits 100" {
@@ -81,7 +81,7 @@ needs_net() {
 	run -3 --separate-stderr nsx a $nobody vipctl add 198.18.0.50/24 dev eth0
 	[ "$stderr" = "vipctl: adding 198.18.0.50/24 on eth0: Operation not permitted" ]
 	[ -z "$output" ]
-	run -3 --separate-stderr nsx a $nobody vipctl add -n 0 2001:2::50/64 dev eth0
+	run -3 --separate-stderr nsx a $nobody vipctl add -N 0 2001:2::50/64 dev eth0
 	[ "$stderr" = "vipctl: adding 2001:2::50/64 on eth0: Operation not permitted" ]
 	run -3 --separate-stderr nsx a $nobody vipctl del 198.18.0.1/24 dev eth0
 	[ "$stderr" = "vipctl: deleting 198.18.0.1/24 on eth0: Operation not permitted" ]
@@ -89,7 +89,7 @@ needs_net() {
 	[ "$stderr" = "vipctl: probing 198.18.0.50 on eth0: Operation not permitted" ]
 	# root without CAP_NET_ADMIN and CAP_NET_RAW is refused the same way
 	run -3 --separate-stderr nsx a setpriv --bounding-set=-all \
-	    --inh-caps=-all vipctl add -n 0 198.18.0.50/24 dev eth0
+	    --inh-caps=-all vipctl add -N 0 198.18.0.50/24 dev eth0
 	[ "$stderr" = "vipctl: adding 198.18.0.50/24 on eth0: Operation not permitted" ]
 	# nothing changed, and show needs no privilege
 	run -0 --separate-stderr nsx a $nobody vipctl show dev eth0
@@ -101,14 +101,14 @@ needs_net() {
 	needs_net
 	nsx a ip link set eth0 down
 	# the address is added, but the announcements cannot go out
-	run -111 --separate-stderr nsx a vipctl add -n 2 -i 10ms \
+	run -111 --separate-stderr nsx a vipctl add -N 2 -i 10ms \
 	    198.18.0.50/24 dev eth0
 	[ "$output" = "198.18.0.50/24 dev eth0: added" ]
 	[ "$stderr" = "vipctl: announcing 198.18.0.50/24 on eth0: Network is down
 vipctl: announcing 198.18.0.50/24 on eth0: Network is down" ]
 	run -0 nsx a vipctl show dev eth0
 	[[ "$output" == *"198.18.0.50/24 dev eth0"* ]]
-	run -111 --separate-stderr nsx a vipctl check -t 100ms 2001:2::50 dev eth0
+	run -111 --separate-stderr nsx a vipctl check -T 100ms 2001:2::50 dev eth0
 	[ "$stderr" = "vipctl: probing 2001:2::50 on eth0: Network is down" ]
 	[ -z "$output" ]
 }

@@ -28,7 +28,7 @@ move() {
 	local vip=$1 addr=${1%/*} six=
 	case $addr in *:*) six=-6 ;; esac
 
-	run -0 --separate-stderr nsx a vipctl add -n 1 "$vip" dev eth0
+	run -0 --separate-stderr nsx a vipctl add -N 1 "$vip" dev eth0
 	[ "$output" = "$vip dev eth0: added" ] && [ -z "$stderr" ]
 	nsx cl ping $six -c 1 -W 2 "$addr" >/dev/null
 	# the client resolved the VIP to a, and that entry is fresh: nothing
@@ -36,12 +36,12 @@ move() {
 	[ "$(neigh cl "$addr")" = "$MAC_A REACHABLE" ]
 
 	# b asks the link: a holds it
-	run -1 --separate-stderr nsx b vipctl check -t 500ms "$addr" dev eth0
+	run -1 --separate-stderr nsx b vipctl check -T 500ms "$addr" dev eth0
 	[ "$output" = "$addr: held by $MAC_A" ] && [ -z "$stderr" ]
 
 	# a dies; b takes the address over with one announcement
 	net_cut a
-	run -0 --separate-stderr nsx b vipctl add -n 1 "$vip" dev eth0
+	run -0 --separate-stderr nsx b vipctl add -N 1 "$vip" dev eth0
 	[ "$output" = "$vip dev eth0: added" ] && [ -z "$stderr" ]
 	# right after it, the entry names b; STALE says that an unsolicited
 	# packet changed it, not a lookup of the client's own (REACHABLE)
@@ -56,10 +56,10 @@ stay() {
 	local vip=$1 addr=${1%/*} six=
 	case $addr in *:*) six=-6 ;; esac
 
-	nsx a vipctl add -n 1 "$vip" dev eth0 >/dev/null
+	nsx a vipctl add -N 1 "$vip" dev eth0 >/dev/null
 	nsx cl ping $six -c 1 -W 2 "$addr" >/dev/null
 	net_cut a
-	run -0 nsx b vipctl add -n 0 "$vip" dev eth0
+	run -0 nsx b vipctl add -N 0 "$vip" dev eth0
 	run -1 nsx cl ping $six -c 4 -i 0.25 -W 1 "$addr"
 	[ "$(neigh cl "$addr" | cut -d' ' -f1)" = "$MAC_A" ]
 }
@@ -84,12 +84,12 @@ stay() {
 	local vip addr
 	for vip in 198.18.0.50/24 2001:2::50/64; do
 		addr=${vip%/*}
-		nsx a vipctl add -n 0 "$vip" dev eth0 >/dev/null || return 1
-		run -1 --separate-stderr nsx b vipctl add --check -t 300ms \
+		nsx a vipctl add -N 0 "$vip" dev eth0 >/dev/null || return 1
+		run -1 --separate-stderr nsx b vipctl add --check -T 300ms \
 		    "$vip" dev eth0
 		[ "$stderr" = "vipctl: $addr is held by $MAC_A on eth0: not added" ]
 		[ -z "$output" ]
-		run -1 --separate-stderr nsx b vipctl add -C -t 300ms \
+		run -1 --separate-stderr nsx b vipctl add -P -T 300ms \
 		    "$vip" dev eth0
 		[ "$stderr" = "vipctl: $addr is held by $MAC_A on eth0: not added" ]
 		# b did not take it
@@ -97,31 +97,31 @@ stay() {
 		[[ "$output" != *"$vip"* ]]
 		# once a gave it up, the same command adds it
 		nsx a vipctl del "$vip" dev eth0 >/dev/null || return 1
-		run -0 --separate-stderr nsx b vipctl add --check -t 300ms \
-		    -n 1 "$vip" dev eth0
+		run -0 --separate-stderr nsx b vipctl add --check -T 300ms \
+		    -N 1 "$vip" dev eth0
 		[ "$output" = "$vip dev eth0: added" ] && [ -z "$stderr" ]
-		run -1 nsx a vipctl check -t 300ms "$addr" dev eth0
+		run -1 nsx a vipctl check -T 300ms "$addr" dev eth0
 		[ "$output" = "$addr: held by $MAC_B" ] || return 1
 	done
 }
 
 @test "check answers free when nobody holds the address" {
-	run -0 --separate-stderr nsx b vipctl check -t 300ms 198.18.0.50 dev eth0
+	run -0 --separate-stderr nsx b vipctl check -T 300ms 198.18.0.50 dev eth0
 	[ "$output" = "198.18.0.50: free" ] && [ -z "$stderr" ]
-	run -0 --separate-stderr nsx b vipctl check -t 300ms 2001:2::50/64 dev eth0
+	run -0 --separate-stderr nsx b vipctl check -T 300ms 2001:2::50/64 dev eth0
 	[ "$output" = "2001:2::50: free" ] && [ -z "$stderr" ]
 	# an address only this node has does not count as held elsewhere
-	nsx b vipctl add -n 0 198.18.0.50/24 dev eth0 >/dev/null
-	run -0 nsx b vipctl check -t 300ms 198.18.0.50 dev eth0
+	nsx b vipctl add -N 0 198.18.0.50/24 dev eth0 >/dev/null
+	run -0 nsx b vipctl check -T 300ms 198.18.0.50 dev eth0
 	[ "$output" = "198.18.0.50: free" ]
 }
 
 @test "add and del are idempotent and say so" {
 	local vip
 	for vip in 198.18.0.50/24 2001:2::50/64; do
-		run -0 --separate-stderr nsx a vipctl add -n 0 "$vip" dev eth0
+		run -0 --separate-stderr nsx a vipctl add -N 0 "$vip" dev eth0
 		[ "$output" = "$vip dev eth0: added" ] && [ -z "$stderr" ]
-		run -0 --separate-stderr nsx a vipctl add -n 0 "$vip" dev eth0
+		run -0 --separate-stderr nsx a vipctl add -N 0 "$vip" dev eth0
 		[ "$output" = "$vip dev eth0: already held" ] && [ -z "$stderr" ]
 		run -0 nsx a ip -o addr show dev eth0
 		[ "$(grep -c " $vip " <<<"$output")" -eq 1 ]
@@ -136,15 +136,15 @@ stay() {
 
 @test "IPv6 addresses are usable at once, without duplicate address detection" {
 	nsx a sysctl -qw net.ipv6.conf.eth0.accept_dad=1
-	run -0 nsx a vipctl add -n 0 2001:2::50/64 dev eth0
+	run -0 nsx a vipctl add -N 0 2001:2::50/64 dev eth0
 	run -0 nsx a ip -o -6 addr show dev eth0 to 2001:2::50/64
 	[[ "$output" != *tentative* ]] && [[ "$output" == *"2001:2::50/64 scope global nodad"* ]]
 	nsx cl ping -6 -c 1 -W 2 2001:2::50 >/dev/null
 }
 
 @test "show lists the addresses, of one interface or all" {
-	nsx a vipctl add -n 0 198.18.0.50/24 dev eth0 >/dev/null
-	nsx a vipctl add -n 0 2001:2::50/64 dev eth0 >/dev/null
+	nsx a vipctl add -N 0 198.18.0.50/24 dev eth0 >/dev/null
+	nsx a vipctl add -N 0 2001:2::50/64 dev eth0 >/dev/null
 	run -0 --separate-stderr nsx a vipctl show dev eth0
 	[ "$output" = "198.18.0.1/24 dev eth0
 198.18.0.50/24 dev eth0

@@ -37,7 +37,7 @@ refreshed() {
 	local vip=$1 addr=${1%/*} six= i
 	case $addr in *:*) six=-6 ;; esac
 
-	holder -n 1 -r 300ms -x "$vip" dev eth0
+	holder -N 1 -r 300ms -x "$vip" dev eth0
 	nsx cl ping $six -c 1 -W 2 "$addr" >/dev/null
 	for i in 1 2 3; do
 		nsx cl ip neigh replace "$addr" lladdr "$BOGUS" nud stale \
@@ -63,7 +63,7 @@ $vip dev eth0: deleted" ]
 }
 
 @test "without -x, SIGTERM leaves the address in place" {
-	holder -n 1 -r 1s 198.18.0.50/24 dev eth0
+	holder -N 1 -r 1s 198.18.0.50/24 dev eth0
 	stop_daemon vip
 	[ "$(cat "$BATS_TEST_TMPDIR/vip.out")" = "198.18.0.50/24 dev eth0: added" ]
 	run -0 nsx a vipctl show dev eth0
@@ -71,7 +71,7 @@ $vip dev eth0: deleted" ]
 }
 
 @test "-r ends with status 1 when the address is taken away" {
-	holder -n 0 -r 100ms 198.18.0.50/24 dev eth0
+	holder -N 0 -r 100ms 198.18.0.50/24 dev eth0
 	local pid
 	pid=$(cat "$BATS_TEST_TMPDIR/vip.pid")
 	nsx a vipctl del 198.18.0.50/24 dev eth0 >/dev/null
