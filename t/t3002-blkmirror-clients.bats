@@ -84,11 +84,11 @@ assert names == ["", "a"], names
 @test "fio's nbd engine verifies random writes with 16 in flight" {
 	blk_start
 	run -0 fio --name=verify --ioengine=nbd --uri="$(blk_uri)" \
-	    --rw=randwrite --bs=4k --iodepth=16 --size=32M --verify=crc32c \
+	    --rw=randwrite --bs=4k --iodepth=16 --size=32M --verify=crc32c --verify_state_save=0 \
 	    --do_verify=1 --verify_fatal=1 --output-format=terse
 	run -0 fio --name=verify2 --ioengine=nbd --uri="$(blk_uri)" \
 	    --rw=randwrite --bsrange=512-256k --iodepth=16 --size=48M \
-	    --offset=16M --verify=crc32c --do_verify=1 --verify_fatal=1 \
+	    --offset=16M --verify=crc32c --verify_state_save=0 --do_verify=1 --verify_fatal=1 \
 	    --output-format=terse
 	run -0 blkmirror ctl "$D/ctl.sock" status
 	[[ "$output" == *$'\nerrors=0\n'* ]]
@@ -104,7 +104,7 @@ assert names == ["", "a"], names
 	for i in 0 1 2 3; do
 		fio --name=c$i --ioengine=nbd --uri="$(blk_uri)" --rw=randwrite \
 		    --bs=16k --iodepth=8 --size=16M --offset=$((i * 16))M \
-		    --verify=crc32c --do_verify=1 --verify_fatal=1 \
+		    --verify=crc32c --verify_state_save=0 --do_verify=1 --verify_fatal=1 \
 		    --output-format=terse >"$D/fio$i.out" 2>&1 3>&- &
 		pids="$pids $!"
 	done

@@ -33,7 +33,7 @@ disc closed" ]
 	# a verifying writer runs during the whole test
 	start_bg fio fio --name=good --ioengine=nbd --uri="$(blk_uri)" \
 	    --rw=randwrite --bs=4k --iodepth=16 --size=16M --offset=32M \
-	    --loops=20 --verify=crc32c --do_verify=1 --verify_fatal=1 \
+	    --loops=20 --verify=crc32c --verify_state_save=0 --do_verify=1 --verify_fatal=1 \
 	    --output-format=terse
 	wait_for 10 sh -c "blkmirror ctl '$D/ctl.sock' status | grep -q '^connections=[1-9]'"
 	run -0 $RAW garbage

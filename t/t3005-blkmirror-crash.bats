@@ -58,7 +58,7 @@ writes_at_least() {
 	run -0 qemu-io -f raw -c 'read -P 0x6b 0 4M' "$(blk_uri)"
 	[[ "$output" != *"verification failed"* ]]
 	run -0 fio --name=v --ioengine=nbd --uri="$(blk_uri)" --rw=randwrite \
-	    --bs=4k --iodepth=16 --size=8M --offset=8M --verify=crc32c \
+	    --bs=4k --iodepth=16 --size=8M --offset=8M --verify=crc32c --verify_state_save=0 \
 	    --do_verify=1 --verify_fatal=1 --output-format=terse
 	stop_daemon bm
 	[ "$(blk_dump_key clean)" = 1 ]

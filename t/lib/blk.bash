@@ -3,6 +3,7 @@
 #	blk_start [ARG...]	start blkmirror as daemon "bm" (primary unless
 #				ARG has -S, which means "no -p")
 #	blk_uri			the NBD URI of the unix socket
+#	blk_dump_key KEY	KEY from "blkmirror dump"
 # Files: $D/disk, $D/meta, $D/nbd.sock, $D/ctl.sock with D=$BATS_TEST_TMPDIR.
 
 blk_init() {
@@ -22,7 +23,7 @@ blk_uri() {
 	echo "nbd+unix:///?socket=$D/nbd.sock"
 }
 
-# blk_key KEY: the value of KEY in "blkmirror dump" output.
+# blk_dump_key KEY: the value of KEY in "blkmirror dump" output.
 blk_dump_key() {
 	blkmirror dump -m "$D/meta" 2>/dev/null | sed -n "s/^$1=//p"
 }
