@@ -5,6 +5,9 @@
  * place, so that a save file that exists is complete.  Reading checks the
  * whole file, lengths first and the hash last, before it hands any record
  * to the caller; restore therefore writes nothing from a damaged file.
+ * The first pass also keeps a short hash of every record, and the second
+ * hands a record over only if it is still the one the first pass checked,
+ * so a file changed between the passes cannot slip unchecked data in.
  */
 #include <sys/stat.h>
 
@@ -17,6 +20,8 @@
 
 #include "hatrio.h"
 #include "savefile.h"
+
+#define RECSUM	16	/* bytes of per-record hash kept between passes */
 
 static const char	save_magic[8] = "HTRSAVE1";
 static const char	save_tmagic[8] = "HTRSAVEZ";
@@ -205,10 +210,12 @@ save_read(const char *path, struct save_header *h, uint64_t *nrec,
 	crypto_generichash_state	 hs;
 	unsigned char			 hdr[SAVE_HDR_SIZE], rec[SAVE_REC_HDR_SIZE];
 	unsigned char			 tr[SAVE_TRAILER_SIZE], sum[32];
-	unsigned char			*buf = NULL;
+	unsigned char			*buf = NULL, *sums = NULL, rsum[RECSUM];
+	crypto_generichash_state	 rs;
 	struct stat			 st;
 	FILE				*fp;
 	uint64_t			 pos, off, records = 0, bytes = 0;
+	uint64_t			 nchecked = 0;
 	uint32_t			 len;
 	int				 pass;
 
@@ -227,6 +234,10 @@ save_read(const char *path, struct save_header *h, uint64_t *nrec,
 		BAD("%s: not a save file (too short: %lld bytes)", path,
 		    (long long)st.st_size);
 	if ((buf = malloc(SAVE_REC_MAX)) == NULL)
+		BAD("%s: %s", path, strerror(errno));
+	/* records are at least SAVE_REC_HDR_SIZE bytes: this bounds them */
+	if (cb != NULL && (sums = malloc(((uint64_t)st.st_size /
+	    SAVE_REC_HDR_SIZE + 1) * RECSUM)) == NULL)
 		BAD("%s: %s", path, strerror(errno));
 	for (pass = 0; pass < (cb != NULL ? 2 : 1); pass++) {
 		rewind(fp);
@@ -272,6 +283,20 @@ save_read(const char *path, struct save_header *h, uint64_t *nrec,
 				BAD("%s: read error", path);
 			crypto_generichash_update(&hs, rec, sizeof(rec));
 			crypto_generichash_update(&hs, buf, len);
+			if (cb != NULL) {
+				crypto_generichash_init(&rs, NULL, 0, RECSUM);
+				crypto_generichash_update(&rs, rec, sizeof(rec));
+				crypto_generichash_update(&rs, buf, len);
+				crypto_generichash_final(&rs, rsum, RECSUM);
+				if (pass == 0)
+					memcpy(sums + records * RECSUM, rsum,
+					    RECSUM);
+				else if (records >= nchecked ||
+				    sodium_memcmp(sums + records * RECSUM,
+				    rsum, RECSUM) != 0)
+					BAD("%s: changed while it was read",
+					    path);
+			}
 			if (pass == 1 && cb(off, buf, len, arg) == -1)
 				BAD("%s: stopped at the record for offset %llu",
 				    path, (unsigned long long)off);
@@ -292,7 +317,10 @@ save_read(const char *path, struct save_header *h, uint64_t *nrec,
 		crypto_generichash_final(&hs, sum, sizeof(sum));
 		if (sodium_memcmp(sum, tr + 24, sizeof(sum)) != 0)
 			BAD("%s: checksum mismatch: the file is damaged", path);
+		if (pass == 0)
+			nchecked = records;
 	}
+	free(sums);
 	free(buf);
 	fclose(fp);
 	if (nrec != NULL)
@@ -301,6 +329,7 @@ save_read(const char *path, struct save_header *h, uint64_t *nrec,
 		*nbytes = bytes;
 	return NULL;
 fail:
+	free(sums);
 	free(buf);
 	fclose(fp);
 	return msg;

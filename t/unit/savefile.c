@@ -16,6 +16,9 @@ struct seen {
 };
 
 static int	count_cb(uint64_t, const void *, uint32_t, void *);
+static int	tamper_cb(uint64_t, const void *, uint32_t, void *);
+
+static const char	*tamper_path;
 static void	make(const char *, int);
 static void	patch(const char *, off_t, int);
 
@@ -31,6 +34,17 @@ count_cb(uint64_t off, const void *buf, uint32_t len, void *arg)
 	for (i = 0; i < len; i++)
 		s->sum += p[i];
 	return 0;
+}
+
+/* counts like count_cb, and changes the third record's data on the way */
+static int
+tamper_cb(uint64_t off, const void *buf, uint32_t len, void *arg)
+{
+	struct seen	*s = arg;
+
+	if (s->n == 0)
+		patch(tamper_path, 64 + 2 * (16 + 4096) + 16 + 7, 0x5a);
+	return count_cb(off, buf, len, arg);
 }
 
 static void
@@ -98,6 +112,15 @@ main(void)
 	ok(h.block_size == 4096 && h.device_size == 1 << 20 &&
 	    h.generation == 0xabcdef && strcmp(h.node, "b") == 0,
 	    "header fields read back");
+
+	make(path, 3);
+	tamper_path = path;
+	s.n = 0;
+	e = save_read(path, &h, NULL, NULL, tamper_cb, &s);
+	ok(e != NULL && strstr(e, "changed while it was read"),
+	    "a file changed between the passes is caught: %s", e);
+	ok(s.n == 2, "and the changed record was not handed over (%llu)",
+	    (unsigned long long)s.n);
 
 	make(path, 0);
 	is_str(save_read(path, &h, &nrec, NULL, NULL, NULL), NULL,
