@@ -6,9 +6,10 @@
 
 include config.mk
 
-BIN = bin/blkmirror bin/hbsend bin/hbwatch bin/splitbrain bin/vipctl
-MAN8 = man/blkmirror.8 man/hbsend.8 man/hbwatch.8 man/splitbrain.8 \
-	man/vipctl.8
+BIN = bin/blkmirror bin/hbsend bin/hbwatch bin/resyncd bin/splitbrain \
+	bin/vipctl
+MAN8 = man/blkmirror.8 man/hbsend.8 man/hbwatch.8 man/resyncd.8 \
+	man/splitbrain.8 man/vipctl.8
 MAN7 = man/hatrio-link.7
 LIBOBJ = lib/log.o lib/util.o lib/key.o lib/ctl.o lib/gi.o lib/hb.o \
 	lib/ioq.o lib/link.o lib/meta.o lib/nbd.o lib/savefile.o
