@@ -25,8 +25,11 @@
  * Output goes through a libevent bufferevent, whose write watermarks give
  * the backpressure (on_drain); the frames themselves live in a ring of
  * ours.  Input is read with a plain event straight into one buffer per
- * link that holds a whole frame, and decrypted from there.  Every buffer is
- * allocated when the link starts.
+ * link that holds a whole frame, and decrypted from there.  During the
+ * handshake a link holds only small buffers (a few KiB): the large ones,
+ * sized by the message maximum, are allocated once, when the peer has
+ * proved it holds the cluster key, so unauthenticated connections cost
+ * little memory.
  */
 #include <sys/socket.h>
 #include <sys/types.h>
@@ -46,7 +49,9 @@
 
 #include <event2/buffer.h>
 #include <event2/bufferevent.h>
+#include <event2/dns.h>
 #include <event2/event.h>
+#include <event2/util.h>
 #include <sodium.h>
 #include <zstd.h>
 
@@ -62,6 +67,8 @@
 #define FRAME_HDR	4
 #define REASON_MAX	256
 #define READ_CHUNK	(1024 * 1024)
+#define HS_UNIT		(HELLO_LEN + AUTH_LEN)
+#define HS_RCAP		(2 * HS_UNIT)	/* input buffer in the handshake */
 #define ZMIN		64		/* smaller messages are never compressed */
 #define T_LABEL		"hatrio link 1"
 
@@ -98,13 +105,15 @@ struct link {
 	struct link_cb		 cb;
 	void			*arg;
 	struct link_client	*client;
+	int			 counted;	/* in nhandshake */
 	struct event		*timer;		/* handshake, close, on_close */
 
 	enum link_role		 role;
 	unsigned char		 key[HATRIO_KEY_BYTES];
 	char			 name[LINK_NAME_MAX + 1];
 	char			 want[LINK_NAME_MAX + 1];
-	char			 peer[LINK_NAME_MAX + 1];
+	char			 peer[LINK_NAME_MAX + 1];	/* authenticated */
+	char			 claimed[LINK_NAME_MAX + 1];	/* in its HELLO */
 	char			 addr[128];
 	char			 reason[REASON_MAX];
 	int			 zlevel;
@@ -144,7 +153,10 @@ struct link_client {
 	void			*arg;
 	uint64_t		 min, max, delay;
 	struct event		*timer, *cev;
-	struct addrinfo		*ai0, *ai;
+	struct evutil_addrinfo	*ai0, *ai;
+	int			 numeric;	/* ai0 kept, never resolved */
+	struct evdns_base	*dns;		/* for names, made on demand */
+	struct evdns_getaddrinfo_request *dreq;
 	int			 fd;
 	struct link		*link;
 	int			 busy, freed;
@@ -189,7 +201,12 @@ static void	 client_next(struct link_client *);
 static void	 client_retry(struct link_client *, const char *);
 static void	 client_timer_cb(evutil_socket_t, short, void *);
 static void	 client_connect_cb(evutil_socket_t, short, void *);
+static void	 client_dns_cb(int, struct evutil_addrinfo *, void *);
 static void	 client_link_closed(struct link *);
+static int	 link_alloc(struct link *);
+static void	 link_uncount(struct link *);
+
+static unsigned	 nhandshake;	/* links in the handshake, process-wide */
 
 /* A contiguous region of n bytes at the head of the ring, or NULL. */
 static unsigned char *
@@ -381,29 +398,14 @@ link_new(struct event_base *base, int rfd, int wfd, const struct link_opts *o,
 	else
 		fmt_addr(rfd, wfd, l->addr, sizeof(l->addr));
 
-	/* Every buffer the steady state needs, allocated once. */
-	if ((l->ring = calloc(1, sizeof(*l->ring))) == NULL ||
-	    (l->ring->buf = malloc(l->queue_max)) == NULL)
-		goto fail;
-	l->ring->size = l->queue_max;
-	if ((l->obuf = malloc(INNER_HDR + l->max_msg)) == NULL ||
-	    (l->zbuf = malloc(INNER_HDR + l->max_msg)) == NULL ||
-	    (l->ibuf = malloc(INNER_HDR + l->max_msg)) == NULL ||
-	    (l->dctx = ZSTD_createDCtx()) == NULL ||
-	    (l->timer = evtimer_new(base, link_timer_cb, l)) == NULL)
-		goto fail;
-	if (l->zlevel > 0 && ((l->cctx = ZSTD_createCCtx()) == NULL ||
-	    ZSTD_isError(ZSTD_CCtx_setParameter(l->cctx,
-	    ZSTD_c_compressionLevel, l->zlevel))))
-		goto fail;
-	/* The peer may compress even if we do not. */
-	if ((l->dbuf = malloc(l->max_msg ? l->max_msg : 1)) == NULL)
-		goto fail;
-
-	/* A whole frame plus one read; links of small messages read less. */
-	l->rchunk = fmax < READ_CHUNK ? fmax : READ_CHUNK;
-	l->rcap = fmax + l->rchunk;
-	if ((l->rbuf = malloc(l->rcap)) == NULL)
+	/*
+	 * The handshake needs only a small input buffer; link_alloc() adds
+	 * the large ones once the peer is authenticated.
+	 */
+	l->rchunk = HS_UNIT;
+	l->rcap = HS_RCAP;
+	if ((l->timer = evtimer_new(base, link_timer_cb, l)) == NULL ||
+	    (l->rbuf = malloc(l->rcap)) == NULL)
 		goto fail;
 	evutil_make_socket_nonblocking(rfd);
 	evutil_make_socket_nonblocking(wfd);
@@ -439,6 +441,8 @@ link_new(struct event_base *base, int rfd, int wfd, const struct link_opts *o,
 	bufferevent_enable(l->wbev, EV_WRITE);
 	event_add(l->rev, NULL);
 	timer_in(l->timer, l->hs_usec);
+	l->counted = 1;
+	nhandshake++;
 	return l;
 
 fail:
@@ -455,6 +459,67 @@ fail:
 	link_destroy(l);
 	errno = ENOMEM;
 	return NULL;
+}
+
+/*
+ * Every buffer the steady state needs, allocated once the peer proved it
+ * holds the cluster key.  The input buffer holds a whole frame plus one
+ * read (links of small messages read less), and at least what the
+ * handshake buffer may still hold.
+ */
+static int
+link_alloc(struct link *l)
+{
+	unsigned char	*rbuf;
+	size_t		 fmax, rchunk, rcap;
+
+	fmax = FRAME_HDR + ABYTES + INNER_HDR + l->max_msg;
+	rchunk = fmax < READ_CHUNK ? fmax : READ_CHUNK;
+	rcap = fmax + rchunk;
+	if (rcap < HS_RCAP)
+		rcap = HS_RCAP;
+	if ((l->ring = calloc(1, sizeof(*l->ring))) == NULL ||
+	    (l->ring->buf = malloc(l->queue_max)) == NULL)
+		return -1;
+	l->ring->size = l->queue_max;
+	if ((l->obuf = malloc(INNER_HDR + l->max_msg)) == NULL ||
+	    (l->zbuf = malloc(INNER_HDR + l->max_msg)) == NULL ||
+	    (l->ibuf = malloc(INNER_HDR + l->max_msg)) == NULL ||
+	    (l->dctx = ZSTD_createDCtx()) == NULL)
+		return -1;
+	if (l->zlevel > 0 && ((l->cctx = ZSTD_createCCtx()) == NULL ||
+	    ZSTD_isError(ZSTD_CCtx_setParameter(l->cctx,
+	    ZSTD_c_compressionLevel, l->zlevel))))
+		return -1;
+	/* The peer may compress even if we do not. */
+	if ((l->dbuf = malloc(l->max_msg ? l->max_msg : 1)) == NULL)
+		return -1;
+	if ((rbuf = malloc(rcap)) == NULL)
+		return -1;
+	/* What the peer sent after its AUTH moves along. */
+	memcpy(rbuf, l->rbuf + l->roff, l->rlen);
+	free(l->rbuf);
+	l->rbuf = rbuf;
+	l->roff = 0;
+	l->rcap = rcap;
+	l->rchunk = rchunk;
+	return 0;
+}
+
+/* Leave the count of links in the handshake. */
+static void
+link_uncount(struct link *l)
+{
+	if (l->counted) {
+		l->counted = 0;
+		nhandshake--;
+	}
+}
+
+unsigned
+link_handshakes(void)
+{
+	return nhandshake;
 }
 
 void *
@@ -545,6 +610,7 @@ link_teardown(struct link *l)
 		close(l->rfd);
 	l->rfd = l->wfd = -1;
 	l->roff = l->rlen = 0;
+	link_uncount(l);
 	if (l->timer != NULL)
 		evtimer_del(l->timer);
 	sodium_memzero(l->kx_sk, sizeof(l->kx_sk));
@@ -582,8 +648,19 @@ link_release(struct link *l)
 void
 link_free(struct link *l)
 {
+	struct link_client	*c;
+
 	if (l == NULL)
 		return;
+	if ((c = l->client) != NULL) {
+		/* The client frees its links itself after on_close. */
+		if (l->closed_cb)
+			return;
+		/* Otherwise detach it: the client reconnects later. */
+		c->link = NULL;
+		l->client = NULL;
+		client_retry(c, NULL);
+	}
 	l->freed = 1;
 	l->state = LS_DONE;
 	link_teardown(l);
@@ -667,6 +744,9 @@ link_close(struct link *l, const char *reason)
 	n = reason != NULL ? strlen(reason) : 0;
 	if (n > REASON_MAX - 1)
 		n = REASON_MAX - 1;
+	/* The peer refuses frames over its limit: cut the reason to fit. */
+	if (n > l->send_max)
+		n = l->send_max;
 	l->obuf[0] = l->obuf[1] = 0;
 	l->obuf[2] = 0;
 	if (n > 0)
@@ -946,10 +1026,11 @@ link_hello(struct link *l)
 	for (i = h[6]; i < LINK_NAME_MAX; i++)
 		if (h[12 + i] != 0)
 			break;
-	memcpy(l->peer, h + 12, h[6]);
-	l->peer[h[6]] = '\0';
-	if (i != LINK_NAME_MAX || !name_ok(l->peer)) {
-		l->peer[0] = '\0';
+	/* Only claimed until AUTH: link_peer_name() says nothing yet. */
+	memcpy(l->claimed, h + 12, h[6]);
+	l->claimed[h[6]] = '\0';
+	if (i != LINK_NAME_MAX || !name_ok(l->claimed)) {
+		l->claimed[0] = '\0';
 		link_fail(l, "malformed hello from %s (bad node name)",
 		    l->addr);
 		return -1;
@@ -1042,6 +1123,13 @@ link_auth(struct link *l)
 		return -1;
 	}
 	sodium_memzero(l->rx_key, sizeof(l->rx_key));
+	if (link_alloc(l) == -1) {
+		link_fail(l, "out of memory for the link to %s", l->addr);
+		return -1;
+	}
+	/* Authenticated: the claimed name is the peer's name now. */
+	memcpy(l->peer, l->claimed, sizeof(l->peer));
+	link_uncount(l);
 	evtimer_del(l->timer);
 	l->state = LS_OPEN;
 	l->rekey_at = now_usec() + l->rekey_usec;
@@ -1307,7 +1395,8 @@ link_send(struct link *l, unsigned type, const void *buf, size_t len)
 void *
 link_msg_buf(struct link *l)
 {
-	return l->obuf + INNER_HDR;
+	/* No buffer before the handshake is done. */
+	return l->obuf != NULL ? l->obuf + INNER_HDR : NULL;
 }
 
 int
@@ -1332,6 +1421,7 @@ link_client_new(struct event_base *base, const char *host, const char *port,
     uint64_t min_usec, uint64_t max_usec)
 {
 	struct link_client	*c;
+	struct evutil_addrinfo	 hints;
 
 	if (o->key == NULL || o->name == NULL || !name_ok(o->name) ||
 	    (o->peer != NULL && !name_ok(o->peer))) {
@@ -1365,6 +1455,15 @@ link_client_new(struct event_base *base, const char *host, const char *port,
 		errno = ENOMEM;
 		return NULL;
 	}
+	/* An address and a port number need no resolver, now or later. */
+	memset(&hints, 0, sizeof(hints));
+	hints.ai_family = AF_UNSPEC;
+	hints.ai_socktype = SOCK_STREAM;
+	hints.ai_flags = EVUTIL_AI_NUMERICHOST | EVUTIL_AI_NUMERICSERV;
+	if (evutil_getaddrinfo(host, port, &hints, &c->ai0) == 0)
+		c->numeric = 1;
+	else
+		c->ai0 = NULL;
 	timer_in(c->timer, 0);
 	return c;
 }
@@ -1393,8 +1492,13 @@ link_client_free(struct link_client *c)
 		event_free(c->cev);
 	if (c->fd != -1)
 		close(c->fd);
+	if (c->dreq != NULL)
+		evdns_getaddrinfo_cancel(c->dreq);	/* calls back now */
+	c->dreq = NULL;
+	if (c->dns != NULL)
+		evdns_base_free(c->dns, 0);
 	if (c->ai0 != NULL)
-		freeaddrinfo(c->ai0);
+		evutil_freeaddrinfo(c->ai0);
 	if (c->timer != NULL)
 		event_free(c->timer);
 	sodium_memzero(c->key, sizeof(c->key));
@@ -1411,28 +1515,62 @@ client_timer_cb(evutil_socket_t fd, short ev, void *arg)
 	client_try(arg);
 }
 
-/* Resolve (blocking, like any resolver call at startup) and connect. */
+/*
+ * Connect: to the numeric address parsed once, or resolve the name first,
+ * with libevent's asynchronous resolver (never blocking the loop, however
+ * long DNS takes to fail).
+ */
 static void
 client_try(struct link_client *c)
 {
-	struct addrinfo	hints;
-	int		r;
+	struct evutil_addrinfo	hints;
 
+	c->err[0] = '\0';
+	if (c->numeric) {
+		c->ai = c->ai0;
+		client_next(c);
+		return;
+	}
+	if (c->ai0 != NULL)
+		evutil_freeaddrinfo(c->ai0);
+	c->ai0 = c->ai = NULL;
+	if (c->dns == NULL && (c->dns = evdns_base_new(c->base,
+	    EVDNS_BASE_INITIALIZE_NAMESERVERS |
+	    EVDNS_BASE_DISABLE_WHEN_INACTIVE)) == NULL &&
+	    (c->dns = evdns_base_new(c->base,
+	    EVDNS_BASE_DISABLE_WHEN_INACTIVE)) == NULL) {
+		client_retry(c, "cannot start the resolver");
+		return;
+	}
 	memset(&hints, 0, sizeof(hints));
 	hints.ai_family = AF_UNSPEC;
 	hints.ai_socktype = SOCK_STREAM;
-	if (c->ai0 != NULL)
-		freeaddrinfo(c->ai0);
-	c->ai0 = c->ai = NULL;
-	if ((r = getaddrinfo(c->host, c->port, &hints, &c->ai0)) != 0) {
+	/* May call back at once (NULL then): from /etc/hosts, say. */
+	c->dreq = evdns_getaddrinfo(c->dns, c->host, c->port, &hints,
+	    client_dns_cb, c);
+}
+
+static void
+client_dns_cb(int r, struct evutil_addrinfo *ai, void *arg)
+{
+	struct link_client	*c = arg;
+
+	c->dreq = NULL;
+	if (r == EVUTIL_EAI_CANCEL) {
+		/* link_client_free() is under way. */
+		if (ai != NULL)
+			evutil_freeaddrinfo(ai);
+		return;
+	}
+	if (r != 0) {
 		snprintf(c->err, sizeof(c->err), "%s port %s: %s", c->host,
-		    c->port, gai_strerror(r));
-		c->ai0 = NULL;
+		    c->port, evutil_gai_strerror(r));
+		if (ai != NULL)
+			evutil_freeaddrinfo(ai);
 		client_retry(c, c->err);
 		return;
 	}
-	c->ai = c->ai0;
-	c->err[0] = '\0';
+	c->ai0 = c->ai = ai;
 	client_next(c);
 }
 
@@ -1486,8 +1624,11 @@ client_connect_cb(evutil_socket_t fd, short ev, void *arg)
 		client_next(c);
 		return;
 	}
-	freeaddrinfo(c->ai0);
-	c->ai0 = c->ai = NULL;
+	if (!c->numeric) {
+		evutil_freeaddrinfo(c->ai0);
+		c->ai0 = NULL;
+	}
+	c->ai = NULL;
 	if ((c->link = link_new(c->base, c->fd, c->fd, &c->o, &c->cb,
 	    c->arg)) == NULL) {
 		snprintf(c->err, sizeof(c->err), "link: %s", strerror(errno));
@@ -1523,8 +1664,10 @@ client_link_closed(struct link *l)
 	struct link_client	*c = l->client;
 
 	c->busy = 1;
+	l->busy++;
 	if (l->cb.on_close != NULL)
 		l->cb.on_close(l, l->reason);
+	l->busy--;
 	c->busy = 0;
 	c->link = NULL;
 	l->client = NULL;

@@ -46,7 +46,7 @@ enum link_role {
  * The callbacks.  on_close is called exactly once per link that was
  * started, whether it failed, the peer closed it or link_close() finished;
  * nothing is delivered after it.  The owner may link_free() the link from
- * inside any callback.
+ * inside any callback (for a link of a link_client, see link_free()).
  */
 struct link_cb {
 	void	(*on_ready)(struct link *, const char *peer_name);
@@ -103,7 +103,8 @@ void		 link_set_cb(struct link *, const struct link_cb *);
 int		 link_send(struct link *, unsigned type, const void *, size_t);
 /*
  * Zero copy: fill up to link_max_msg() bytes at link_msg_buf() (valid
- * until the next send), then link_send_buf() them.
+ * until the next send; NULL before the link is ready), then
+ * link_send_buf() them.
  */
 void		*link_msg_buf(struct link *);
 int		 link_send_buf(struct link *, unsigned type, size_t);
@@ -111,6 +112,7 @@ size_t		 link_queued_bytes(struct link *);
 int		 link_writable(struct link *);	/* queue below hiwat */
 size_t		 link_max_msg(struct link *);
 int		 link_is_ready(struct link *);
+/* The peer's name once it is authenticated (on_ready), "" before. */
 const char	*link_peer_name(struct link *);
 const char	*link_peer_addr(struct link *);
 void		 link_get_stats(struct link *, struct link_stats *);
@@ -118,8 +120,23 @@ int		 link_fd(struct link *);	/* read side, -1 when closed */
 
 /* Send what is queued and a final message, then close; on_close follows. */
 void		 link_close(struct link *, const char *reason);
-/* Close at once without callbacks and free.  NULL is fine. */
+/*
+ * Close at once without callbacks and free.  NULL is fine.  A link of a
+ * link_client belongs to the client: link_free() of it from on_close (or
+ * after) does nothing, the client frees it; before on_close it detaches
+ * the link from the client, frees it, and the client reconnects later.
+ */
 void		 link_free(struct link *);
+
+/*
+ * Links in the handshake (not yet authenticated), in this process.  A
+ * link holds only a few KiB until its peer proved it holds the cluster
+ * key, and the large buffers (about 4 times the message maximum plus the
+ * queue) after; still, a server should refuse connections while this
+ * count is over a limit of its own, so that unauthenticated peers cannot
+ * hold many descriptors and handshake timeouts.
+ */
+unsigned	 link_handshakes(void);
 
 /*
  * A reconnecting client: connects to host:port, runs a link (role client)
@@ -128,7 +145,10 @@ void		 link_free(struct link *);
  * link became ready.  The callbacks are those of each link; the client owns
  * and frees its links after their on_close.  Connection failures are
  * logged (log_warnx) with the next delay.  link_client_free() may be
- * called from any callback.
+ * called from any callback.  A numeric host is parsed once and never
+ * resolved; a name is resolved before every attempt with libevent's
+ * asynchronous resolver (evdns: /etc/hosts, then DNS), never blocking the
+ * event loop.
  */
 struct link_client *link_client_new(struct event_base *, const char *host,
 		    const char *port, const struct link_opts *,
