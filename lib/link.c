@@ -64,6 +64,16 @@
 #define AUTH_LEN	(32 + crypto_secretstream_xchacha20poly1305_HEADERBYTES)
 #define ABYTES		crypto_secretstream_xchacha20poly1305_ABYTES
 #define INNER_HDR	3		/* type (2), flags (1) */
+#define GCM_ABYTES	crypto_aead_aes256gcm_ABYTES
+#define GCM_HDR		4		/* tag (1), type (2), flags (1) */
+#define IHDR_MAX	4
+#define OVERHEAD	20		/* either cipher: ABYTES + INNER_HDR */
+#define HELLO_F_GCM	0x01		/* HELLO byte 7: AES-256-GCM here */
+#define GCM_REKEY_MSGS	(1ULL << 31)	/* messages under one GCM key */
+#define GCM_MSGS_MAX	(1ULL << 32)
+#define TAG_MESSAGE	crypto_secretstream_xchacha20poly1305_TAG_MESSAGE
+#define TAG_REKEY	crypto_secretstream_xchacha20poly1305_TAG_REKEY
+#define TAG_FINAL	crypto_secretstream_xchacha20poly1305_TAG_FINAL
 #define FRAME_HDR	4
 #define REASON_MAX	256
 #define READ_CHUNK	(1024 * 1024)
@@ -127,6 +137,16 @@ struct link {
 	unsigned char		 confirm_peer[32];
 	unsigned char		 rx_key[32];
 	crypto_secretstream_xchacha20poly1305_state tx, rx;
+
+	/*
+	 * AES-256-GCM instead, when both ends have AES-NI: one key per
+	 * direction, the nonce a message counter that is never sent.
+	 */
+	int			 gcm, gcm_ok;
+	size_t			 abytes, ihdr;	/* per cipher, sum OVERHEAD */
+	crypto_aead_aes256gcm_state gtx, grx;
+	unsigned char		 gtx_key[32], grx_key[32];
+	uint64_t		 gtx_n, grx_n;
 
 	struct oring		*ring;		/* outgoing frames */
 	unsigned char		*obuf;		/* outgoing plaintext */
@@ -204,6 +224,11 @@ static void	 client_connect_cb(evutil_socket_t, short, void *);
 static void	 client_dns_cb(int, struct evutil_addrinfo *, void *);
 static void	 client_link_closed(struct link *);
 static int	 link_alloc(struct link *);
+static void	 gcm_nonce(unsigned char [12], uint64_t);
+static void	 link_seal(struct link *, unsigned char *, unsigned char *,
+		    size_t, unsigned char);
+static void	 gcm_rekey(crypto_aead_aes256gcm_state *, unsigned char [32],
+		    uint64_t *);
 static void	 link_uncount(struct link *);
 
 static unsigned	 nhandshake;	/* links in the handshake, process-wide */
@@ -366,6 +391,7 @@ link_new(struct event_base *base, int rfd, int wfd, const struct link_opts *o,
 	if (o->key == NULL || o->name == NULL || !name_ok(o->name) ||
 	    (o->peer != NULL && !name_ok(o->peer)) || o->zlevel < 0 ||
 	    o->zlevel > LINK_ZLEVEL_MAX || o->max_msg > LINK_MSG_MAX_LIMIT ||
+	    (o->cipher != LINK_CIPHER_AUTO && o->cipher != LINK_CIPHER_XCHACHA) ||
 	    (o->role != LINK_CLIENT && o->role != LINK_SERVER) || rfd < 0) {
 		errno = EINVAL;
 		return NULL;
@@ -382,12 +408,16 @@ link_new(struct event_base *base, int rfd, int wfd, const struct link_opts *o,
 	if (o->peer != NULL)
 		snprintf(l->want, sizeof(l->want), "%s", o->peer);
 	l->zlevel = o->zlevel;
+	l->gcm_ok = o->cipher != LINK_CIPHER_XCHACHA &&
+	    crypto_aead_aes256gcm_is_available();
+	l->abytes = ABYTES;
+	l->ihdr = INNER_HDR;
 	l->max_msg = o->max_msg ? o->max_msg : LINK_MSG_MAX_DEFAULT;
 	l->hiwat = o->hiwat ? o->hiwat : LINK_HIWAT_DEFAULT;
 	l->lowat = o->lowat ? o->lowat : LINK_LOWAT_DEFAULT;
 	if (l->lowat > l->hiwat)
 		l->lowat = l->hiwat;
-	fmax = FRAME_HDR + ABYTES + INNER_HDR + l->max_msg;
+	fmax = FRAME_HDR + OVERHEAD + l->max_msg;
 	l->queue_max = o->queue_max ? o->queue_max : l->hiwat + 2 * fmax;
 	l->hs_usec = o->handshake_usec ? o->handshake_usec :
 	    LINK_HANDSHAKE_USEC;
@@ -428,7 +458,7 @@ link_new(struct event_base *base, int rfd, int wfd, const struct link_opts *o,
 	h[4] = LINK_PROTO_VERSION;
 	h[5] = l->role;
 	h[6] = strlen(l->name);
-	h[7] = 0;
+	h[7] = l->gcm_ok ? HELLO_F_GCM : 0;
 	put32(h + 8, l->max_msg);
 	memset(h + 12, 0, LINK_NAME_MAX);
 	memcpy(h + 12, l->name, strlen(l->name));
@@ -473,7 +503,7 @@ link_alloc(struct link *l)
 	unsigned char	*rbuf;
 	size_t		 fmax, rchunk, rcap;
 
-	fmax = FRAME_HDR + ABYTES + INNER_HDR + l->max_msg;
+	fmax = FRAME_HDR + OVERHEAD + l->max_msg;
 	rchunk = fmax < READ_CHUNK ? fmax : READ_CHUNK;
 	rcap = fmax + rchunk;
 	if (rcap < HS_RCAP)
@@ -482,9 +512,9 @@ link_alloc(struct link *l)
 	    (l->ring->buf = malloc(l->queue_max)) == NULL)
 		return -1;
 	l->ring->size = l->queue_max;
-	if ((l->obuf = malloc(INNER_HDR + l->max_msg)) == NULL ||
-	    (l->zbuf = malloc(INNER_HDR + l->max_msg)) == NULL ||
-	    (l->ibuf = malloc(INNER_HDR + l->max_msg)) == NULL ||
+	if ((l->obuf = malloc(IHDR_MAX + l->max_msg)) == NULL ||
+	    (l->zbuf = malloc(IHDR_MAX + l->max_msg)) == NULL ||
+	    (l->ibuf = malloc(IHDR_MAX + l->max_msg)) == NULL ||
 	    (l->dctx = ZSTD_createDCtx()) == NULL)
 		return -1;
 	if (l->zlevel > 0 && ((l->cctx = ZSTD_createCCtx()) == NULL ||
@@ -579,6 +609,14 @@ link_peer_name(struct link *l)
 }
 
 const char *
+link_cipher(struct link *l)
+{
+	if (l->state != LS_OPEN && l->state != LS_CLOSING)
+		return "";
+	return l->gcm ? "aes256gcm" : "xchacha20poly1305";
+}
+
+const char *
 link_peer_addr(struct link *l)
 {
 	return l->addr;
@@ -616,6 +654,10 @@ link_teardown(struct link *l)
 	sodium_memzero(l->kx_sk, sizeof(l->kx_sk));
 	sodium_memzero(&l->tx, sizeof(l->tx));
 	sodium_memzero(&l->rx, sizeof(l->rx));
+	sodium_memzero(&l->gtx, sizeof(l->gtx));
+	sodium_memzero(&l->grx, sizeof(l->grx));
+	sodium_memzero(l->gtx_key, sizeof(l->gtx_key));
+	sodium_memzero(l->grx_key, sizeof(l->grx_key));
 	sodium_memzero(l->rx_key, sizeof(l->rx_key));
 }
 
@@ -747,12 +789,10 @@ link_close(struct link *l, const char *reason)
 	/* The peer refuses frames over its limit: cut the reason to fit. */
 	if (n > l->send_max)
 		n = l->send_max;
-	l->obuf[0] = l->obuf[1] = 0;
-	l->obuf[2] = 0;
+	memset(l->obuf, 0, l->ihdr);
 	if (n > 0)
-		memcpy(l->obuf + INNER_HDR, reason, n);
-	if (link_push(l, l->obuf, INNER_HDR + n,
-	    crypto_secretstream_xchacha20poly1305_TAG_FINAL) == -1) {
+		memcpy(l->obuf + l->ihdr, reason, n);
+	if (link_push(l, l->obuf, l->ihdr + n, TAG_FINAL) == -1) {
 		link_closed(l);		/* with our reason, unchanged */
 		return;
 	}
@@ -1018,7 +1058,7 @@ link_hello(struct link *l)
 	memcpy(h, l->rbuf + l->roff, HELLO_LEN);
 	link_consume(l, HELLO_LEN);
 	pmax = get32(h + 8);
-	if (h[6] == 0 || h[6] > LINK_NAME_MAX || h[7] != 0 ||
+	if (h[6] == 0 || h[6] > LINK_NAME_MAX ||
 	    pmax == 0 || pmax > LINK_MSG_MAX_LIMIT) {
 		link_fail(l, "malformed hello from %s", l->addr);
 		return -1;
@@ -1080,6 +1120,22 @@ link_hello(struct link *l)
 		derive(l->rx_key, "c2s", l->key, c2s, s2c, t);
 		derive(confirm, "server confirm", l->key, c2s, s2c, t);
 		derive(l->confirm_peer, "client confirm", l->key, c2s, s2c, t);
+	}
+	/*
+	 * AES-256-GCM if both ends offered it.  The offers are in the HELLOs,
+	 * so in T: an attacker who strips one fails AUTH.
+	 */
+	l->gcm = l->gcm_ok && (l->hello[0][7] & l->hello[1][7] & HELLO_F_GCM);
+	if (l->gcm) {
+		derive(l->gtx_key, l->role == LINK_CLIENT ? "c2s gcm" :
+		    "s2c gcm", l->key, c2s, s2c, t);
+		derive(l->grx_key, l->role == LINK_CLIENT ? "s2c gcm" :
+		    "c2s gcm", l->key, c2s, s2c, t);
+		crypto_aead_aes256gcm_beforenm(&l->gtx, l->gtx_key);
+		crypto_aead_aes256gcm_beforenm(&l->grx, l->grx_key);
+		l->gtx_n = l->grx_n = 0;
+		l->abytes = GCM_ABYTES;
+		l->ihdr = GCM_HDR;
 	}
 	sodium_memzero(c2s, sizeof(c2s));
 	sodium_memzero(s2c, sizeof(s2c));
@@ -1161,18 +1217,33 @@ link_frame(struct link *l)
 	if (l->rlen < FRAME_HDR)
 		return 0;
 	flen = get32(p);
-	fmax = ABYTES + INNER_HDR + l->max_msg;
-	if (flen < ABYTES + INNER_HDR || flen > fmax) {
+	fmax = OVERHEAD + l->max_msg;
+	if (flen < OVERHEAD || flen > fmax) {
 		link_fail(l, "frame length %zu from %s is outside %zu..%zu: "
 		    "corrupt or hostile stream", flen, l->addr,
-		    (size_t)(ABYTES + INNER_HDR), fmax);
+		    (size_t)OVERHEAD, fmax);
 		return -1;
 	}
 	if (l->rlen < FRAME_HDR + flen)
 		return 0;
 	/* Decrypt straight from the input buffer. */
-	r = crypto_secretstream_xchacha20poly1305_pull(&l->rx, l->ibuf, &mlen,
-	    &tag, p + FRAME_HDR, flen, p, FRAME_HDR);
+	if (l->gcm) {
+		unsigned char	nonce[crypto_aead_aes256gcm_NPUBBYTES];
+
+		if (l->grx_n >= GCM_MSGS_MAX) {
+			link_fail(l, "too many messages from %s without a "
+			    "rekey", l->addr);
+			return -1;
+		}
+		gcm_nonce(nonce, l->grx_n++);
+		r = crypto_aead_aes256gcm_decrypt_afternm(l->ibuf, &mlen, NULL,
+		    p + FRAME_HDR, flen, p, FRAME_HDR, nonce, &l->grx);
+		tag = r == 0 ? l->ibuf[0] : 0;
+		if (r == 0 && tag == TAG_REKEY)
+			gcm_rekey(&l->grx, l->grx_key, &l->grx_n);
+	} else
+		r = crypto_secretstream_xchacha20poly1305_pull(&l->rx, l->ibuf,
+		    &mlen, &tag, p + FRAME_HDR, flen, p, FRAME_HDR);
 	link_consume(l, FRAME_HDR + flen);
 	if (r != 0) {
 		link_fail(l, "message authentication failed: forged, "
@@ -1180,12 +1251,12 @@ link_frame(struct link *l)
 		return -1;
 	}
 	l->st.wire_in += FRAME_HDR + flen;
-	if (tag == crypto_secretstream_xchacha20poly1305_TAG_FINAL) {
+	if (tag == TAG_FINAL) {
 		char	why[REASON_MAX];
 		size_t	i, k = 0;
 
 		/* Keep the peer's reason printable. */
-		for (i = INNER_HDR; i < mlen && k < sizeof(why) - 1; i++)
+		for (i = l->ihdr; i < mlen && k < sizeof(why) - 1; i++)
 			why[k++] = l->ibuf[i] >= ' ' && l->ibuf[i] < 127 ?
 			    l->ibuf[i] : '?';
 		why[k] = '\0';
@@ -1195,13 +1266,15 @@ link_frame(struct link *l)
 			link_fail(l, "peer closed the connection");
 		return -1;
 	}
-	if (tag == crypto_secretstream_xchacha20poly1305_TAG_REKEY)
+	if (tag == TAG_REKEY)
 		l->st.rekeys_in++;
-	else if (tag != crypto_secretstream_xchacha20poly1305_TAG_MESSAGE) {
+	else if (tag != TAG_MESSAGE) {
 		link_fail(l, "unexpected stream tag %u from %s", tag, l->addr);
 		return -1;
 	}
-	return link_deliver(l, l->ibuf, mlen);
+	/* The tag byte of GCM goes: type and flags follow as always. */
+	return link_deliver(l, l->ibuf + (l->ihdr - INNER_HDR),
+	    mlen - (l->ihdr - INNER_HDR));
 }
 
 static int
@@ -1277,6 +1350,53 @@ looks_random(const unsigned char *p, size_t n)
 	return sq < 3 * 255 * 16;
 }
 
+/*
+ * Encrypt m[0..mlen) behind the length at p (AES-256-GCM puts the tag in
+ * m[0]), and rekey after a REKEY.
+ */
+static void
+link_seal(struct link *l, unsigned char *p, unsigned char *m, size_t mlen,
+    unsigned char tag)
+{
+	unsigned char	nonce[crypto_aead_aes256gcm_NPUBBYTES];
+
+	if (!l->gcm) {
+		crypto_secretstream_xchacha20poly1305_push(&l->tx,
+		    p + FRAME_HDR, NULL, m, mlen, p, FRAME_HDR, tag);
+		return;
+	}
+	m[0] = tag;
+	gcm_nonce(nonce, l->gtx_n++);
+	crypto_aead_aes256gcm_encrypt_afternm(p + FRAME_HDR, NULL, m, mlen,
+	    p, FRAME_HDR, NULL, nonce, &l->gtx);
+	if (tag == TAG_REKEY)
+		gcm_rekey(&l->gtx, l->gtx_key, &l->gtx_n);
+}
+
+/* The nonce of message n under the current key: never sent. */
+static void
+gcm_nonce(unsigned char nonce[12], uint64_t n)
+{
+	memset(nonce, 0, 4);
+	put32(nonce + 4, n >> 32);
+	put32(nonce + 8, n);
+}
+
+/* Both ends derive the next key at a REKEY message, and count anew. */
+static void
+gcm_rekey(crypto_aead_aes256gcm_state *st, unsigned char key[32],
+    uint64_t *n)
+{
+	unsigned char	next[32];
+
+	crypto_generichash(next, sizeof(next),
+	    (const unsigned char *)"hatrio link gcm rekey", 22, key, 32);
+	memcpy(key, next, 32);
+	sodium_memzero(next, sizeof(next));
+	crypto_aead_aes256gcm_beforenm(st, key);
+	*n = 0;
+}
+
 /* Encrypt obuf[0..mlen) as one frame straight into the output buffer. */
 static int
 link_push(struct link *l, unsigned char *m, size_t mlen, unsigned char tag)
@@ -1284,14 +1404,14 @@ link_push(struct link *l, unsigned char *m, size_t mlen, unsigned char tag)
 	struct evbuffer	*out = bufferevent_get_output(l->wbev);
 	struct evbuffer_iovec v;
 	unsigned char	*p;
-	size_t		 flen = ABYTES + mlen;
-	uint64_t	 now;
+	size_t		 flen = l->abytes + mlen;
 
-	if (tag == crypto_secretstream_xchacha20poly1305_TAG_MESSAGE) {
+	if (tag == TAG_MESSAGE) {
 		l->since_rekey += mlen;
 		if (l->since_rekey >= l->rekey_bytes ||
-		    (now = now_usec()) >= l->rekey_at) {
-			tag = crypto_secretstream_xchacha20poly1305_TAG_REKEY;
+		    (l->gcm && l->gtx_n >= GCM_REKEY_MSGS) ||
+		    now_usec() >= l->rekey_at) {
+			tag = TAG_REKEY;
 			l->since_rekey = 0;
 			l->rekey_at = now_usec() + l->rekey_usec;
 			l->st.rekeys_out++;
@@ -1299,8 +1419,7 @@ link_push(struct link *l, unsigned char *m, size_t mlen, unsigned char tag)
 	}
 	if ((p = oring_get(l->ring, FRAME_HDR + flen)) != NULL) {
 		put32(p, flen);
-		crypto_secretstream_xchacha20poly1305_push(&l->tx,
-		    p + FRAME_HDR, NULL, m, mlen, p, FRAME_HDR, tag);
+		link_seal(l, p, m, mlen, tag);
 		l->ring->head = p - l->ring->buf + FRAME_HDR + flen;
 		l->ring->inflight++;
 		if (evbuffer_add_reference(out, p, FRAME_HDR + flen,
@@ -1319,8 +1438,7 @@ link_push(struct link *l, unsigned char *m, size_t mlen, unsigned char tag)
 		}
 		p = v.iov_base;
 		put32(p, flen);
-		crypto_secretstream_xchacha20poly1305_push(&l->tx,
-		    p + FRAME_HDR, NULL, m, mlen, p, FRAME_HDR, tag);
+		link_seal(l, p, m, mlen, tag);
 		v.iov_len = FRAME_HDR + flen;
 		if (evbuffer_commit_space(out, &v, 1) == -1) {
 			errno = ENOMEM;
@@ -1364,7 +1482,7 @@ link_send_msg(struct link *l, unsigned type, unsigned flags, const void *buf,
 	}
 	if (zok && l->cctx != NULL && len >= ZMIN && !looks_random(buf, len)) {
 		/* Worth it only if it shrinks: capacity len - 1. */
-		r = ZSTD_compress2(l->cctx, l->zbuf + INNER_HDR, len - 1, buf,
+		r = ZSTD_compress2(l->cctx, l->zbuf + l->ihdr, len - 1, buf,
 		    len);
 		if (!ZSTD_isError(r)) {
 			flags |= LINK_F_ZSTD;
@@ -1373,13 +1491,12 @@ link_send_msg(struct link *l, unsigned type, unsigned flags, const void *buf,
 			l->st.compressed_out++;
 		}
 	}
-	if (m == l->obuf && buf != l->obuf + INNER_HDR)
-		memcpy(l->obuf + INNER_HDR, buf, len);
-	m[0] = type >> 8;
-	m[1] = type;
-	m[2] = flags;
-	if (link_push(l, m, INNER_HDR + plen,
-	    crypto_secretstream_xchacha20poly1305_TAG_MESSAGE) == -1)
+	if (m == l->obuf && buf != l->obuf + l->ihdr)
+		memcpy(l->obuf + l->ihdr, buf, len);
+	m[l->ihdr - 3] = type >> 8;
+	m[l->ihdr - 2] = type;
+	m[l->ihdr - 1] = flags;
+	if (link_push(l, m, l->ihdr + plen, TAG_MESSAGE) == -1)
 		return -1;
 	l->st.msgs_out++;
 	l->st.bytes_out += len;
@@ -1396,13 +1513,13 @@ void *
 link_msg_buf(struct link *l)
 {
 	/* No buffer before the handshake is done. */
-	return l->obuf != NULL ? l->obuf + INNER_HDR : NULL;
+	return l->obuf != NULL ? l->obuf + l->ihdr : NULL;
 }
 
 int
 link_send_buf(struct link *l, unsigned type, size_t len)
 {
-	return link_send_msg(l, type, 0, l->obuf + INNER_HDR, len, 1);
+	return link_send_msg(l, type, 0, l->obuf + l->ihdr, len, 1);
 }
 
 int

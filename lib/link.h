@@ -7,7 +7,8 @@
  * event_base.  Both ends prove they hold the cluster key, agree on fresh
  * session keys through an ephemeral key exchange (forward secrecy), then
  * every message is compressed (zstd, optional) and encrypted and
- * authenticated (crypto_secretstream_xchacha20poly1305, one stream per
+ * authenticated (AES-256-GCM with counter nonces when both ends have
+ * AES-NI, else crypto_secretstream_xchacha20poly1305; one key per
  * direction).  Any forged, modified, replayed, reordered or truncated data
  * ends the link with a reason a person can read.  See hatrio-link(7).
  *
@@ -36,6 +37,10 @@ struct link_client;
 #define LINK_REKEY_USEC		(600ULL * 1000000) /* ... or 10 minutes */
 #define LINK_ZLEVEL_MAX		19
 #define LINK_ZLEVEL_DEFAULT	1
+
+/* link_opts.cipher */
+#define LINK_CIPHER_AUTO	0	/* AES-256-GCM if both ends can */
+#define LINK_CIPHER_XCHACHA	1	/* secretstream only */
 
 enum link_role {
 	LINK_CLIENT,
@@ -69,6 +74,7 @@ struct link_opts {
 	uint64_t		 rekey_bytes;	/* 0: default */
 	uint64_t		 rekey_usec;	/* 0: default */
 	const char		*peer_addr;	/* for messages, NULL: ask fd */
+	int			 cipher;	/* LINK_CIPHER_*, 0: auto */
 };
 
 struct link_stats {
@@ -115,6 +121,8 @@ int		 link_is_ready(struct link *);
 /* The peer's name once it is authenticated (on_ready), "" before. */
 const char	*link_peer_name(struct link *);
 const char	*link_peer_addr(struct link *);
+/* "aes256gcm" or "xchacha20poly1305" once ready, "" before. */
+const char	*link_cipher(struct link *);
 void		 link_get_stats(struct link *, struct link_stats *);
 int		 link_fd(struct link *);	/* read side, -1 when closed */
 

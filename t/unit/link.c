@@ -62,6 +62,7 @@ static struct event_base	*base;
 static unsigned char		 key1[HATRIO_KEY_BYTES], key2[HATRIO_KEY_BYTES];
 static struct end		 ce, se;
 static uint64_t			 rekey_us;
+static int			 cipher = LINK_CIPHER_AUTO;
 
 static void
 gen(unsigned char *p, size_t n, unsigned seed, int compressible)
@@ -145,6 +146,7 @@ opts(struct link_opts *o, enum link_role role, const unsigned char *key,
 	o->handshake_usec = 300000;
 	o->peer_addr = ADDR;
 	o->rekey_usec = rekey_us;
+	o->cipher = cipher;
 }
 
 static void
@@ -1287,6 +1289,57 @@ test_client_owned(void)
 	evconnlistener_free(lis);
 }
 
+/* Both offer AES-256-GCM: it is used; one refuses: secretstream. */
+static void
+test_cipher(void)
+{
+	struct link_opts	o;
+	const char		*want;
+	int			sv[2];
+
+	want = crypto_aead_aes256gcm_is_available() ? "aes256gcm" :
+	    "xchacha20poly1305";
+	direct_pair(0);
+	is_str(link_cipher(ce.l), "", "no cipher before the handshake");
+	ok(wait_ready(), "auto: ready");
+	is_str(link_cipher(ce.l), want, "auto on both ends: client %s", want);
+	is_str(link_cipher(se.l), want, "auto on both ends: server %s", want);
+
+	reset();
+	socketpair(AF_UNIX, SOCK_STREAM, 0, sv);
+	opts(&o, LINK_CLIENT, key1, "a", "b", 0);
+	ce.l = link_new(base, sv[0], -1, &o, &cbs, &ce);
+	opts(&o, LINK_SERVER, key1, "b", NULL, 0);
+	o.cipher = LINK_CIPHER_XCHACHA;
+	se.l = link_new(base, sv[1], -1, &o, &cbs, &se);
+	ok(wait_ready(), "one end secretstream only: ready");
+	is_str(link_cipher(ce.l), "xchacha20poly1305", "the client follows "
+	    "a server without AES: xchacha20poly1305");
+	is_str(link_cipher(se.l), "xchacha20poly1305", "the server: "
+	    "xchacha20poly1305");
+	opts(&o, LINK_CLIENT, key1, "a", "b", 0);
+	o.cipher = 7;
+	ok(link_new(base, 0, -1, &o, &cbs, &ce) == NULL && errno == EINVAL,
+	    "an unknown cipher is refused with EINVAL");
+	reset();
+}
+
+/* Every attack, on the cipher set now. */
+static void
+attacks(void)
+{
+	test_roundtrip(0);
+	test_roundtrip(3);
+	test_wrong_key();
+	test_names();
+	test_small_max();
+	test_long_reason();
+	test_frames();
+	test_flips();
+	test_rekey_and_pipes();
+	test_rekey_time();
+}
+
 int
 main(void)
 {
@@ -1299,19 +1352,17 @@ main(void)
 	randombytes_buf(key1, sizeof(key1));
 	randombytes_buf(key2, sizeof(key2));
 
-	test_roundtrip(0);
-	test_roundtrip(3);
-	test_wrong_key();
-	test_names();
-	test_small_max();
-	test_long_reason();
+	test_cipher();
+	printf("# cipher: auto (%s)\n", crypto_aead_aes256gcm_is_available() ?
+	    "aes256gcm" : "xchacha20poly1305");
+	attacks();
+	printf("# cipher: xchacha20poly1305\n");
+	cipher = LINK_CIPHER_XCHACHA;
+	attacks();
+	cipher = LINK_CIPHER_AUTO;
 	test_handshake_memory();
 	test_handshake_failures();
-	test_frames();
-	test_flips();
 	test_backpressure();
-	test_rekey_and_pipes();
-	test_rekey_time();
 	test_steady_state();
 	test_tcp();
 	test_client_owned();
