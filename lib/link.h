@@ -130,9 +130,11 @@ int		 link_fd(struct link *);	/* read side, -1 when closed */
 void		 link_close(struct link *, const char *reason);
 /*
  * Close at once without callbacks and free.  NULL is fine.  A link of a
- * link_client belongs to the client: link_free() of it from on_close (or
- * after) does nothing, the client frees it; before on_close it detaches
- * the link from the client, frees it, and the client reconnects later.
+ * link_client belongs to the client: link_free() of it from inside its
+ * on_close does nothing (the client frees it when on_close returns; after
+ * that the pointer is gone); earlier, from any other callback or outside,
+ * it detaches the link from the client and frees it, without on_close,
+ * and the client reconnects after its delay.
  */
 void		 link_free(struct link *);
 
