@@ -6,7 +6,7 @@ PREFIX = /usr/local
 MANPREFIX = $(PREFIX)/share/man
 
 # the libraries come from pkg-config
-PKGS = libevent libevent_pthreads libzstd libsodium
+PKGS = libevent libevent_pthreads libzstd libsodium libcrypto
 PKG_CFLAGS = `pkg-config --cflags $(PKGS)`
 PKG_LIBS = `pkg-config --libs $(PKGS)`
 

@@ -24,6 +24,7 @@ check() {
 	need_pkg libevent_pthreads libevent-dev
 	need_pkg libzstd libzstd-dev
 	need_pkg libsodium libsodium-dev
+	need_pkg libcrypto libssl-dev
 	need_cmd bats bats
 	need_cmd mandoc mandoc
 	need_cmd clang clang

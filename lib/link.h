@@ -7,7 +7,8 @@
  * event_base.  Both ends prove they hold the cluster key, agree on fresh
  * session keys through an ephemeral key exchange (forward secrecy), then
  * every message is compressed (zstd, optional) and encrypted and
- * authenticated (crypto_secretstream_xchacha20poly1305, one stream per
+ * authenticated (AES-256-GCM with counter nonces when both ends have
+ * AES-NI, else crypto_secretstream_xchacha20poly1305; one key per
  * direction).  Any forged, modified, replayed, reordered or truncated data
  * ends the link with a reason a person can read.  See hatrio-link(7).
  *
@@ -37,6 +38,10 @@ struct link_client;
 #define LINK_ZLEVEL_MAX		19
 #define LINK_ZLEVEL_DEFAULT	1
 
+/* link_opts.cipher */
+#define LINK_CIPHER_AUTO	0	/* AES-256-GCM if both ends can */
+#define LINK_CIPHER_XCHACHA	1	/* secretstream only */
+
 enum link_role {
 	LINK_CLIENT,
 	LINK_SERVER
@@ -46,7 +51,7 @@ enum link_role {
  * The callbacks.  on_close is called exactly once per link that was
  * started, whether it failed, the peer closed it or link_close() finished;
  * nothing is delivered after it.  The owner may link_free() the link from
- * inside any callback.
+ * inside any callback (for a link of a link_client, see link_free()).
  */
 struct link_cb {
 	void	(*on_ready)(struct link *, const char *peer_name);
@@ -69,6 +74,7 @@ struct link_opts {
 	uint64_t		 rekey_bytes;	/* 0: default */
 	uint64_t		 rekey_usec;	/* 0: default */
 	const char		*peer_addr;	/* for messages, NULL: ask fd */
+	int			 cipher;	/* LINK_CIPHER_*, 0: auto */
 };
 
 struct link_stats {
@@ -103,7 +109,8 @@ void		 link_set_cb(struct link *, const struct link_cb *);
 int		 link_send(struct link *, unsigned type, const void *, size_t);
 /*
  * Zero copy: fill up to link_max_msg() bytes at link_msg_buf() (valid
- * until the next send), then link_send_buf() them.
+ * until the next send; NULL before the link is ready), then
+ * link_send_buf() them.
  */
 void		*link_msg_buf(struct link *);
 int		 link_send_buf(struct link *, unsigned type, size_t);
@@ -111,15 +118,35 @@ size_t		 link_queued_bytes(struct link *);
 int		 link_writable(struct link *);	/* queue below hiwat */
 size_t		 link_max_msg(struct link *);
 int		 link_is_ready(struct link *);
+/* The peer's name once it is authenticated (on_ready), "" before. */
 const char	*link_peer_name(struct link *);
 const char	*link_peer_addr(struct link *);
+/* "aes256gcm" or "xchacha20poly1305" once ready, "" before. */
+const char	*link_cipher(struct link *);
 void		 link_get_stats(struct link *, struct link_stats *);
 int		 link_fd(struct link *);	/* read side, -1 when closed */
 
 /* Send what is queued and a final message, then close; on_close follows. */
 void		 link_close(struct link *, const char *reason);
-/* Close at once without callbacks and free.  NULL is fine. */
+/*
+ * Close at once without callbacks and free.  NULL is fine.  A link of a
+ * link_client belongs to the client: link_free() of it from inside its
+ * on_close does nothing (the client frees it when on_close returns; after
+ * that the pointer is gone); earlier, from any other callback or outside,
+ * it detaches the link from the client and frees it, without on_close,
+ * and the client reconnects after its delay.
+ */
 void		 link_free(struct link *);
+
+/*
+ * Links in the handshake (not yet authenticated), in this process.  A
+ * link holds only a few KiB until its peer proved it holds the cluster
+ * key, and the large buffers (about 4 times the message maximum plus the
+ * queue) after; still, a server should refuse connections while this
+ * count is over a limit of its own, so that unauthenticated peers cannot
+ * hold many descriptors and handshake timeouts.
+ */
+unsigned	 link_handshakes(void);
 
 /*
  * A reconnecting client: connects to host:port, runs a link (role client)
@@ -128,7 +155,10 @@ void		 link_free(struct link *);
  * link became ready.  The callbacks are those of each link; the client owns
  * and frees its links after their on_close.  Connection failures are
  * logged (log_warnx) with the next delay.  link_client_free() may be
- * called from any callback.
+ * called from any callback.  A numeric host is parsed once and never
+ * resolved; a name is resolved before every attempt with libevent's
+ * asynchronous resolver (evdns: /etc/hosts, then DNS), never blocking the
+ * event loop.
  */
 struct link_client *link_client_new(struct event_base *, const char *host,
 		    const char *port, const struct link_opts *,

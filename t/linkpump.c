@@ -7,9 +7,12 @@
  * or connect; "stdio" runs the link over descriptors 0 and 1 (a pipe
  * transport such as ssh), the data then coming from -i and going to -o.
  * -R sends plain TCP instead of a link, as the benchmark's baseline.
+ * -X uses the secretstream cipher even where AES-256-GCM would do.
+ * -M reads the whole input into memory before connecting, so that a
+ * benchmark measures the link and not the file system.
  * At the end a line of statistics goes to stderr.
  *
- * usage: linkpump [-Rsv] [-b size] [-d fd] [-i file] [-k keyfile] [-m size]
+ * usage: linkpump [-MRsvX] [-b size] [-d fd] [-i file] [-k keyfile] [-m size]
  *	    [-n name] [-o file] [-p peer] [-z level] listen|connect host port
  *	linkpump ... stdio client|server
  */
@@ -39,8 +42,11 @@ static unsigned char		 key[HATRIO_KEY_BYTES];
 static unsigned char		*buf;
 static size_t			 bsize = 256 * 1024;
 static int			 sflag, Rflag, vflag;
+static unsigned char		*mem;		/* -M: the input */
+static size_t			 memlen, memoff;
 static int			 infd = 0, outfd = 1, status = EXIT_SYS;
 static uint64_t			 t0, t1;
+static double			 cpu0;
 static struct link		*lk;
 
 static void	 usage(void) __attribute__((noreturn));
@@ -48,11 +54,48 @@ static void	 pump(struct link *);
 static void	 report(const struct link_stats *);
 static int	 tcp_fd(const char *, const char *, const char *, int);
 static void	 raw(int);
+static ssize_t	 input(void *, size_t);
+static void	 preload(void);
+
+/* The next part of the input: from memory (-M) or read(2). */
+static ssize_t
+input(void *p, size_t n)
+{
+	if (mem == NULL)
+		return read(infd, p, n);
+	if (n > memlen - memoff)
+		n = memlen - memoff;
+	memcpy(p, mem + memoff, n);
+	memoff += n;
+	return n;
+}
+
+static void
+preload(void)
+{
+	size_t	cap = 1 << 20;
+	ssize_t	n;
+
+	if ((mem = malloc(cap)) == NULL)
+		err(EXIT_SYS, "malloc");
+	for (;;) {
+		if (memlen == cap && (mem = realloc(mem, cap *= 2)) == NULL)
+			err(EXIT_SYS, "realloc");
+		if ((n = read(infd, mem + memlen, cap - memlen)) == -1) {
+			if (errno == EINTR)
+				continue;
+			err(EXIT_SYS, "read");
+		}
+		if (n == 0)
+			break;
+		memlen += n;
+	}
+}
 
 static void
 usage(void)
 {
-	fprintf(stderr, "usage: linkpump [-Rsv] [-b size] [-d fd] [-i file] "
+	fprintf(stderr, "usage: linkpump [-MRsvX] [-b size] [-d fd] [-i file] "
 	    "[-k keyfile] [-m size]\n"
 	    "\t[-n name] [-o file] [-p peer] [-z level] "
 	    "listen|connect host port\n"
@@ -60,16 +103,25 @@ usage(void)
 	exit(EXIT_USAGE);
 }
 
+/* CPU time tells the cost on one core even on a busy machine. */
+static double
+cpu_now(void)
+{
+	struct rusage	ru;
+
+	if (getrusage(RUSAGE_SELF, &ru) == -1)
+		return 0;
+	return ru.ru_utime.tv_sec + ru.ru_utime.tv_usec / 1e6 +
+	    ru.ru_stime.tv_sec + ru.ru_stime.tv_usec / 1e6;
+}
+
+/* The CPU time counts from the start of the transfer, like the wall time. */
 static void
 report(const struct link_stats *st)
 {
-	struct rusage	ru;
-	double		s = (t1 - t0) / 1e6, bytes, wire, cpu = 0;
+	double		s = (t1 - t0) / 1e6, bytes, wire, cpu;
 
-	/* CPU time tells the cost on one core even on a busy machine. */
-	if (getrusage(RUSAGE_SELF, &ru) == 0)
-		cpu = ru.ru_utime.tv_sec + ru.ru_utime.tv_usec / 1e6 +
-		    ru.ru_stime.tv_sec + ru.ru_stime.tv_usec / 1e6;
+	cpu = cpu_now() - cpu0;
 
 	bytes = sflag ? st->bytes_out : st->bytes_in;
 	wire = sflag ? st->wire_out : st->wire_in;
@@ -88,7 +140,7 @@ pump(struct link *l)
 	ssize_t	n;
 
 	while (link_writable(l)) {
-		n = read(infd, link_msg_buf(l), bsize);
+		n = input(link_msg_buf(l), bsize);
 		if (n == -1 && errno == EINTR)
 			continue;
 		if (n == -1)
@@ -105,8 +157,10 @@ pump(struct link *l)
 static void
 on_ready(struct link *l, const char *peer)
 {
-	log_debug("link to %s (%s) ready", peer, link_peer_addr(l));
+	log_debug("link to %s (%s) ready, %s", peer, link_peer_addr(l),
+	    link_cipher(l));
 	t0 = now_usec();
+	cpu0 = cpu_now();
 	if (sflag)
 		pump(l);
 }
@@ -202,8 +256,10 @@ raw(int fd)
 	link_nodelay(fd);
 	memset(&st, 0, sizeof(st));
 	t0 = now_usec();
+	cpu0 = cpu_now();
 	for (;;) {
-		if ((n = read(from, buf, bsize)) == -1) {
+		if ((n = sflag ? input(buf, bsize) :
+		    read(from, buf, bsize)) == -1) {
 			if (errno == EINTR)
 				continue;
 			fatal("read");
@@ -230,13 +286,16 @@ main(int argc, char *argv[])
 {
 	const char	*e, *kfile = NULL;
 	uint64_t	 v;
-	int		 ch, dfd = -1, fd, n;
+	int		 ch, dfd = -1, fd, n, Mflag = 0;
 
 	log_init(argv[0], 0);
 	link_opts_init(&lo);
 	lo.name = "pump";
-	while ((ch = getopt(argc, argv, "Rb:d:i:k:m:n:o:p:svz:")) != -1) {
+	while ((ch = getopt(argc, argv, "MRb:d:i:k:m:n:o:p:svXz:")) != -1) {
 		switch (ch) {
+		case 'M':
+			Mflag = 1;
+			break;
 		case 'R':
 			Rflag = 1;
 			break;
@@ -282,6 +341,9 @@ main(int argc, char *argv[])
 		case 'v':
 			vflag++;
 			break;
+		case 'X':
+			lo.cipher = LINK_CIPHER_XCHACHA;
+			break;
 		case 'z':
 			n = atoi(optarg);
 			if (n < 0 || n > LINK_ZLEVEL_MAX ||
@@ -318,6 +380,8 @@ main(int argc, char *argv[])
 	signal(SIGPIPE, SIG_IGN);
 	if ((buf = malloc(bsize)) == NULL)
 		err(EXIT_SYS, "malloc");
+	if (Mflag && sflag)
+		preload();
 
 	if (argc == 3)
 		fd = tcp_fd(argv[0], argv[1], argv[2], dfd);
@@ -341,5 +405,6 @@ main(int argc, char *argv[])
 	link_free(lk);
 	event_base_free(base);
 	free(buf);
+	free(mem);
 	return status;
 }

@@ -84,7 +84,7 @@ reap() {
 
 @test "wrong usage exits 100" {
 	run -100 --separate-stderr linkpump -k "$d/key" stdio
-	[ "${stderr_lines[0]}" = "usage: linkpump [-Rsv] [-b size] [-d fd] [-i file] [-k keyfile] [-m size]" ]
+	[ "${stderr_lines[0]}" = "usage: linkpump [-MRsvX] [-b size] [-d fd] [-i file] [-k keyfile] [-m size]" ]
 	run -100 --separate-stderr linkpump -z 20 -k "$d/key" stdio client
 	[ "$stderr" = "linkpump: -z 20: a level 0 to 19" ]
 }

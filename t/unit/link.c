@@ -13,8 +13,11 @@
 #include <netinet/tcp.h>
 #include <arpa/inet.h>
 
+#include <dlfcn.h>
 #include <errno.h>
 #include <fcntl.h>
+#include <malloc.h>
+#include <netdb.h>
 #include <signal.h>
 #include <stdlib.h>
 #include <string.h>
@@ -59,6 +62,7 @@ static struct event_base	*base;
 static unsigned char		 key1[HATRIO_KEY_BYTES], key2[HATRIO_KEY_BYTES];
 static struct end		 ce, se;
 static uint64_t			 rekey_us;
+static int			 cipher = LINK_CIPHER_AUTO;
 
 static void
 gen(unsigned char *p, size_t n, unsigned seed, int compressible)
@@ -142,6 +146,7 @@ opts(struct link_opts *o, enum link_role role, const unsigned char *key,
 	o->handshake_usec = 300000;
 	o->peer_addr = ADDR;
 	o->rekey_usec = rekey_us;
+	o->cipher = cipher;
 }
 
 static void
@@ -290,6 +295,11 @@ test_wrong_key(void)
 	is_str(se.reason, "wrong cluster key: peer " ADDR " does not hold "
 	    "ours (or the handshake was tampered with)", "wrong key: server");
 	ok(!ce.ready && !se.ready, "wrong key: neither became ready");
+	/* The name in a HELLO is only a claim until AUTH proved it. */
+	is_str(link_peer_name(ce.l), "", "wrong key: the client does not "
+	    "report the server's unproven name");
+	is_str(link_peer_name(se.l), "", "wrong key: the server does not "
+	    "report the client's unproven name");
 }
 
 static void
@@ -310,6 +320,129 @@ test_names(void)
 	pair(sv[0], sv[1], key1, key1, "a", NULL, "anyname", 0);
 	ok(wait_ready(), "peer NULL accepts any name");
 	is_str(ce.peer, "anyname", "the name is reported");
+	is_str(link_peer_name(ce.l), "anyname", "link_peer_name() once "
+	    "authenticated");
+}
+
+/* Tiny message limits still allow the handshake and a final reason. */
+static void
+test_small_max(void)
+{
+	struct link_opts	o;
+	unsigned char		m[64];
+	int			sv[2];
+
+	reset();
+	socketpair(AF_UNIX, SOCK_STREAM, 0, sv);
+	opts(&o, LINK_CLIENT, key1, "a", "b", 0);
+	o.max_msg = 20;
+	ce.l = link_new(base, sv[0], -1, &o, &cbs, &ce);
+	opts(&o, LINK_SERVER, key1, "b", NULL, 0);
+	o.max_msg = 1;
+	se.l = link_new(base, sv[1], -1, &o, &cbs, &se);
+	ok(wait_ready(), "max_msg 20 and 1: the handshake completes "
+	    "(client '%s', server '%s')", ce.reason, se.reason);
+	ok(link_max_msg(ce.l) == 1, "the client sends at most the server's "
+	    "1 byte (%zu)", link_max_msg(ce.l));
+	exp_len[0] = 1;
+	exp_z[0] = 0;
+	gen(m, 1, 0, 0);
+	ok(link_send(ce.l, 7, m, 1) == 0, "a 1-byte message is queued");
+	ok(link_send(ce.l, 7, m, 2) == -1 && errno == EMSGSIZE,
+	    "a 2-byte message is refused with EMSGSIZE");
+	link_close(ce.l, "bye");
+	run(3000);
+	ok(se.nmsg == 1 && se.bad == 0, "the 1-byte message arrived");
+	is_str(se.reason, "peer closed the connection: b", "the final "
+	    "reason is cut to the server's maximum");
+	is_str(ce.reason, "bye", "the client: closed");
+}
+
+/* A close reason longer than the peer's maximum message. */
+static void
+test_long_reason(void)
+{
+	struct link_opts	o;
+	char			why[251], want[256];
+	int			sv[2];
+
+	memset(why, 'x', sizeof(why) - 1);
+	why[sizeof(why) - 1] = '\0';
+	reset();
+	socketpair(AF_UNIX, SOCK_STREAM, 0, sv);
+	opts(&o, LINK_CLIENT, key1, "a", "b", 0);
+	ce.l = link_new(base, sv[0], -1, &o, &cbs, &ce);
+	opts(&o, LINK_SERVER, key1, "b", NULL, 0);
+	o.max_msg = 100;
+	se.l = link_new(base, sv[1], -1, &o, &cbs, &se);
+	ok(wait_ready(), "server max_msg 100: ready");
+	link_close(ce.l, why);
+	run(3000);
+	snprintf(want, sizeof(want), "peer closed the connection: %.100s",
+	    why);
+	is_str(se.reason, want, "a 250-byte reason reaches a peer of "
+	    "max_msg 100 as its first 100 bytes");
+	is_str(ce.reason, why, "the closing side keeps its whole reason");
+}
+
+/*
+ * Before authentication a link holds only small buffers: many pending
+ * handshakes cost little memory (they used to cost about 37 MiB each).
+ */
+static size_t
+heap(void)
+{
+	struct mallinfo2	mi = mallinfo2();
+
+	return mi.uordblks + mi.hblkhd;
+}
+
+static void
+test_handshake_memory(void)
+{
+	struct link_opts	 o;
+	struct link		*ls[64];
+	int			 fds[64], sv[2], i;
+	size_t			 before, pending, open;
+
+	reset();
+	before = heap();
+	for (i = 0; i < 64; i++) {
+		socketpair(AF_UNIX, SOCK_STREAM, 0, sv);
+		opts(&o, LINK_SERVER, key1, "b", NULL, 0);
+		o.max_msg = LINK_MSG_MAX_DEFAULT;
+		ls[i] = link_new(base, sv[1], -1, &o, &cbs, &se);
+		fds[i] = sv[0];
+	}
+	pending = heap() - before;
+	ok(link_handshakes() == 64, "64 links in the handshake counted (%u)",
+	    link_handshakes());
+#if defined(__SANITIZE_ADDRESS__)
+	ok(1, "# SKIP heap size under ASan (%zu)", pending);
+#else
+	ok(pending < 64 * 16384, "64 unauthenticated links hold %zu bytes "
+	    "(under 16 KiB each)", pending);
+#endif
+	for (i = 0; i < 64; i++) {
+		link_free(ls[i]);
+		close(fds[i]);
+	}
+	ok(link_handshakes() == 0, "freed links leave the count (%u)",
+	    link_handshakes());
+
+	before = heap();
+	direct_pair(0);
+	ok(link_handshakes() == 2, "a pair in the handshake: 2");
+	ok(wait_ready(), "authenticated pair: ready");
+	open = heap() - before;
+	ok(link_handshakes() == 0, "ready links left the count");
+#if defined(__SANITIZE_ADDRESS__)
+	ok(1, "# SKIP heap size under ASan (%zu)", open);
+#else
+	ok(open > 2 * 4 * MAXMSG, "the large buffers come after "
+	    "authentication (%zu bytes)", open);
+#endif
+	reset();
 }
 
 /* Raw bytes from a fake peer into a server link. */
@@ -885,6 +1018,26 @@ test_rekey_time(void)
 	    "messages intact", (unsigned long long)cs.rekeys_out);
 }
 
+/*
+ * Calls of the blocking resolver (getaddrinfo without AI_NUMERICHOST)
+ * made by this process: the link client must make none.
+ */
+static int	 nresolve;
+
+int
+getaddrinfo(const char *node, const char *service,
+    const struct addrinfo *hints, struct addrinfo **res)
+{
+	static int (*real)(const char *, const char *,
+	    const struct addrinfo *, struct addrinfo **);
+
+	if (real == NULL)
+		*(void **)&real = dlsym(RTLD_NEXT, "getaddrinfo");
+	if (hints == NULL || !(hints->ai_flags & AI_NUMERICHOST))
+		nresolve++;
+	return real(node, service, hints, res);
+}
+
 /* TCP: TCP_NODELAY on both ends, and the reconnecting client. */
 static struct end	 acc_end;
 static int		 nready, naccept;
@@ -987,10 +1140,13 @@ test_tcp(void)
 	snprintf(port, sizeof(port), "%u", ntohs(sin.sin_port));
 	opts(&o, LINK_CLIENT, key1, "a", "b", 0);
 	o.peer_addr = NULL;
+	nresolve = 0;
 	c = tc = link_client_new(base, "127.0.0.1", port, &o, &cb, NULL,
 	    20000, 80000);
 	run(300);	/* several refused attempts with backoff */
 	ok(nready == 0, "no server: not ready");
+	ok(nresolve == 0, "a numeric host: no blocking resolver call in "
+	    "the retries (%d)", nresolve);
 	listen(s, 8);
 	evutil_make_socket_nonblocking(s);
 	lis = evconnlistener_new(base, accept_cb, NULL,
@@ -1023,6 +1179,167 @@ test_tcp(void)
 	evconnlistener_free(lis);
 }
 
+/*
+ * The owner of a link_client's link calls link_free() on it: from on_ready
+ * (the client must drop the link and reconnect), from on_close (the client
+ * frees it itself: no double free).  And a client of a host name resolves
+ * it without the blocking resolver.
+ */
+static int		 cf_mode, cf_ready, cf_closed;
+static struct link	*cf_first;
+
+static void
+cf_on_ready(struct link *l, const char *peer)
+{
+	(void)peer;
+	cf_ready++;
+	if (cf_mode == 1 && cf_ready == 1) {
+		cf_first = l;
+		link_free(l);
+	}
+	event_base_loopbreak(base);
+}
+
+static void
+cf_on_close(struct link *l, const char *reason)
+{
+	(void)reason;
+	cf_closed++;
+	if (cf_mode == 2)
+		link_free(l);
+	event_base_loopbreak(base);
+}
+
+static struct evconnlistener *
+listen_any(char *port, size_t len)
+{
+	struct sockaddr_in	sin;
+	socklen_t		sl = sizeof(sin);
+	int			s;
+
+	s = socket(AF_INET, SOCK_STREAM, 0);
+	memset(&sin, 0, sizeof(sin));
+	sin.sin_family = AF_INET;
+	sin.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+	if (bind(s, (struct sockaddr *)&sin, sizeof(sin)) == -1 ||
+	    getsockname(s, (struct sockaddr *)&sin, &sl) == -1 ||
+	    listen(s, 8) == -1)
+		fatal("listen");
+	snprintf(port, len, "%u", ntohs(sin.sin_port));
+	evutil_make_socket_nonblocking(s);
+	return evconnlistener_new(base, accept_cb, NULL,
+	    LEV_OPT_CLOSE_ON_FREE, -1, s);
+}
+
+static void
+test_client_owned(void)
+{
+	struct evconnlistener	*lis;
+	struct link_client	*c;
+	struct link_opts	 o;
+	struct link_cb		 cb = { cf_on_ready, NULL, NULL, cf_on_close };
+	char			 port[16];
+	int			 i;
+
+	reset();
+	naccept = 0;
+	lis = listen_any(port, sizeof(port));
+	opts(&o, LINK_CLIENT, key1, "a", "b", 0);
+	o.peer_addr = NULL;
+
+	/* link_free() from on_ready: detached, the client reconnects. */
+	cf_mode = 1;
+	c = link_client_new(base, "127.0.0.1", port, &o, &cb, NULL, 20000,
+	    80000);
+	for (i = 0; i < 50 && cf_ready < 2; i++)
+		run(100);
+	ok(cf_ready == 2 && naccept == 2, "link_free() of a client's link "
+	    "in on_ready: the client reconnected (%d ready, %d accepted)",
+	    cf_ready, naccept);
+	ok(link_client_link(c) != NULL && link_client_link(c) != cf_first,
+	    "the client holds the new link, not the freed one");
+	ok(cf_closed == 0, "no on_close for the freed link");
+
+	/* link_free() from on_close: ignored, the client frees it. */
+	cf_mode = 2;
+	link_close(acc_link, "restart");
+	for (i = 0; i < 50 && cf_ready < 3; i++)
+		run(100);
+	ok(cf_closed == 1 && cf_ready == 3, "link_free() in on_close: "
+	    "closed once, reconnected (%d closed, %d ready)", cf_closed,
+	    cf_ready);
+	link_client_free(c);
+	link_free(acc_link);
+	acc_link = NULL;
+
+	/* A host name: resolved by libevent, not getaddrinfo(3). */
+	cf_mode = 0;
+	cf_ready = 0;
+	nresolve = 0;
+	c = link_client_new(base, "localhost", port, &o, &cb, NULL, 20000,
+	    80000);
+	for (i = 0; i < 50 && cf_ready < 1; i++)
+		run(100);
+	ok(cf_ready == 1, "a client of 'localhost' connects");
+	ok(nresolve == 0, "without the blocking resolver (%d calls)",
+	    nresolve);
+	link_client_free(c);
+	link_free(acc_link);
+	acc_link = NULL;
+	evconnlistener_free(lis);
+}
+
+/* Both offer AES-256-GCM: it is used; one refuses: secretstream. */
+static void
+test_cipher(void)
+{
+	struct link_opts	o;
+	const char		*want;
+	int			sv[2];
+
+	want = crypto_aead_aes256gcm_is_available() ? "aes256gcm" :
+	    "xchacha20poly1305";
+	direct_pair(0);
+	is_str(link_cipher(ce.l), "", "no cipher before the handshake");
+	ok(wait_ready(), "auto: ready");
+	is_str(link_cipher(ce.l), want, "auto on both ends: client %s", want);
+	is_str(link_cipher(se.l), want, "auto on both ends: server %s", want);
+
+	reset();
+	socketpair(AF_UNIX, SOCK_STREAM, 0, sv);
+	opts(&o, LINK_CLIENT, key1, "a", "b", 0);
+	ce.l = link_new(base, sv[0], -1, &o, &cbs, &ce);
+	opts(&o, LINK_SERVER, key1, "b", NULL, 0);
+	o.cipher = LINK_CIPHER_XCHACHA;
+	se.l = link_new(base, sv[1], -1, &o, &cbs, &se);
+	ok(wait_ready(), "one end secretstream only: ready");
+	is_str(link_cipher(ce.l), "xchacha20poly1305", "the client follows "
+	    "a server without AES: xchacha20poly1305");
+	is_str(link_cipher(se.l), "xchacha20poly1305", "the server: "
+	    "xchacha20poly1305");
+	opts(&o, LINK_CLIENT, key1, "a", "b", 0);
+	o.cipher = 7;
+	ok(link_new(base, 0, -1, &o, &cbs, &ce) == NULL && errno == EINVAL,
+	    "an unknown cipher is refused with EINVAL");
+	reset();
+}
+
+/* Every attack, on the cipher set now. */
+static void
+attacks(void)
+{
+	test_roundtrip(0);
+	test_roundtrip(3);
+	test_wrong_key();
+	test_names();
+	test_small_max();
+	test_long_reason();
+	test_frames();
+	test_flips();
+	test_rekey_and_pipes();
+	test_rekey_time();
+}
+
 int
 main(void)
 {
@@ -1035,18 +1352,20 @@ main(void)
 	randombytes_buf(key1, sizeof(key1));
 	randombytes_buf(key2, sizeof(key2));
 
-	test_roundtrip(0);
-	test_roundtrip(3);
-	test_wrong_key();
-	test_names();
+	test_cipher();
+	printf("# cipher: auto (%s)\n", crypto_aead_aes256gcm_is_available() ?
+	    "aes256gcm" : "xchacha20poly1305");
+	attacks();
+	printf("# cipher: xchacha20poly1305\n");
+	cipher = LINK_CIPHER_XCHACHA;
+	attacks();
+	cipher = LINK_CIPHER_AUTO;
+	test_handshake_memory();
 	test_handshake_failures();
-	test_frames();
-	test_flips();
 	test_backpressure();
-	test_rekey_and_pipes();
-	test_rekey_time();
 	test_steady_state();
 	test_tcp();
+	test_client_owned();
 	reset();
 	free(chk);
 	event_base_free(base);
