@@ -45,6 +45,7 @@ struct nodeinfo {
 
 static void	 usage(void) __attribute__((noreturn));
 static void	 node_read(struct nodeinfo *, const char *);
+static void	 node_free(struct nodeinfo *);
 static const char *node_get(const struct nodeinfo *, const char *);
 static uint64_t	 node_hex(const struct nodeinfo *, const char *, int);
 static void	 node_view(const struct nodeinfo *, const struct nodeinfo *,
@@ -153,6 +154,18 @@ node_read(struct nodeinfo *ni, const char *path)
 	}
 }
 
+static void
+node_free(struct nodeinfo *ni)
+{
+	size_t	i;
+
+	for (i = 0; i < ni->n; i++) {
+		free(ni->kv[i].key);
+		free(ni->kv[i].val);
+	}
+	ni->n = 0;
+}
+
 static const char *
 node_get(const struct nodeinfo *ni, const char *key)
 {
@@ -227,18 +240,17 @@ node_view(const struct nodeinfo *self, const struct nodeinfo *peer,
 static int
 cmd_verdict(int argc, char *argv[])
 {
-	struct nodeinfo		*a, *b;
+	static struct nodeinfo	 na, nb;
+	struct nodeinfo		*a = &na, *b = &nb;
 	struct gi_view		 va, vb;
 	struct gi_decision	 d;
 	const char		*al = "-";
+	int			 rc = EXIT_SYS;
 
 	if (argc != 3)
 		usage();
 	if (strcmp(argv[1], "-") == 0 && strcmp(argv[2], "-") == 0)
 		errx(EXIT_USAGE, "only one node can come from standard input");
-	if ((a = malloc(sizeof(*a))) == NULL ||
-	    (b = malloc(sizeof(*b))) == NULL)
-		err(EXIT_SYS, "malloc");
 	node_read(a, argv[1]);
 	node_read(b, argv[2]);
 	if (strcmp(a->name, b->name) == 0)
@@ -254,24 +266,30 @@ cmd_verdict(int argc, char *argv[])
 	case GI_IN_SYNC:
 		printf("in-sync nodes=%s,%s reason=\"%s\"\n", a->name,
 		    b->name, d.why);
-		return 0;
+		rc = 0;
+		break;
 	case GI_SOURCE:
 	case GI_TARGET:
 		printf("resync source=%s target=%s full=%d al=%s "
 		    "reason=\"%s\"\n", d.verdict == GI_SOURCE ? a->name :
 		    b->name, d.verdict == GI_SOURCE ? b->name : a->name, d.full,
 		    al, d.why);
-		return 2;
+		rc = 2;
+		break;
 	case GI_SPLIT_BRAIN:
 		printf("split-brain nodes=%s,%s full=%d reason=\"%s\"\n",
 		    a->name, b->name, d.full, d.why);
-		return 3;
+		rc = 3;
+		break;
 	case GI_UNRELATED:
 		printf("unrelated nodes=%s,%s reason=\"%s\"\n", a->name,
 		    b->name, d.why);
-		return 4;
+		rc = 4;
+		break;
 	}
-	return EXIT_SYS;
+	node_free(a);
+	node_free(b);
+	return rc;
 }
 
 /*
@@ -283,8 +301,9 @@ cmd_verdict(int argc, char *argv[])
 static int
 cmd_policy(int argc, char *argv[])
 {
+	static struct nodeinfo	 na, nb;
 	struct gi_policy_spec	 pol[3];
-	struct nodeinfo		*a, *b;
+	struct nodeinfo		*a = &na, *b = &nb;
 	struct gi_view		 va, vb;
 	struct gi_decision	 d;
 	const char		*e, *why;
@@ -312,9 +331,6 @@ cmd_policy(int argc, char *argv[])
 		usage();
 	if (strcmp(argv[0], "-") == 0 && strcmp(argv[1], "-") == 0)
 		errx(EXIT_USAGE, "only one node can come from standard input");
-	if ((a = malloc(sizeof(*a))) == NULL ||
-	    (b = malloc(sizeof(*b))) == NULL)
-		err(EXIT_SYS, "malloc");
 	node_read(a, argv[0]);
 	node_read(b, argv[1]);
 	if (strcmp(a->name, b->name) == 0)
@@ -328,15 +344,16 @@ cmd_policy(int argc, char *argv[])
 	np = va.primary + vb.primary;
 	victim = gi_policy_victim(&pol[np], &va, &vb, &why);
 	gi_policy_name(&pol[np], name, sizeof(name));
-	if (victim < 0) {
+	if (victim < 0)
 		printf("undecided policy=%s primaries=%d reason=\"%s\"\n",
 		    name, np, why);
-		return EXIT_NO;
-	}
-	printf("victim=%s survivor=%s policy=%s primaries=%d reason=\"%s\"\n",
-	    victim == 0 ? a->name : b->name, victim == 0 ? b->name : a->name,
-	    name, np, why);
-	return EXIT_OK;
+	else
+		printf("victim=%s survivor=%s policy=%s primaries=%d "
+		    "reason=\"%s\"\n", victim == 0 ? a->name : b->name,
+		    victim == 0 ? b->name : a->name, name, np, why);
+	node_free(a);
+	node_free(b);
+	return victim < 0 ? EXIT_NO : EXIT_OK;
 }
 
 /*
