@@ -27,7 +27,7 @@ unchanged() {
 	hbpkt -k "$other" -n b -u "127.0.0.1:$P"
 	hbpkt -k "$other" -n b -t leaving -S 2 -u "127.0.0.1:$P"
 	run -0 hb_status w
-	[ "${output#*dropped}" = " badheader=0 badauth=2 badbody=0 cluster=0 unknown=0 replay=0" ]
+	[ "${output#*dropped}" = " badheader=0 badauth=2 badbody=0 cluster=0 unknown=0 replay=0 stale=0 media=0 events-unwritten=0 events-unhandled=0" ]
 	[ ! -s "$OUT" ]
 	grep -q 'hbwatch: dropped 1 packet (badauth), last from udp:127.0.0.1:'"$P"': bad authentication tag (wrong key?)' "$BATS_TEST_TMPDIR/w.err"
 	grep -q 'hbwatch: status peers=b:unknown,c:unknown quorum=no accepted=0' "$BATS_TEST_TMPDIR/w.err"
@@ -41,7 +41,7 @@ unchanged() {
 	hbpkt -k "$KEY" -n z -u "127.0.0.1:$P"
 	hbpkt -k "$KEY" -m -n b -u "127.0.0.1:$P"
 	run -0 hb_status w
-	[ "${output#*dropped}" = " badheader=0 badauth=0 badbody=1 cluster=1 unknown=1 replay=0" ]
+	[ "${output#*dropped}" = " badheader=0 badauth=0 badbody=1 cluster=1 unknown=1 replay=0 stale=0 media=0 events-unwritten=0 events-unhandled=0" ]
 	[ ! -s "$OUT" ]
 	grep -q 'dropped 1 packet (cluster), last from udp:127.0.0.1:[0-9]*: other$' "$BATS_TEST_TMPDIR/w.err"
 	grep -q 'dropped 1 packet (unknown), last from udp:127.0.0.1:[0-9]*: z$' "$BATS_TEST_TMPDIR/w.err"
