@@ -1021,7 +1021,8 @@ file_cb(evutil_socket_t fd, short what, void *arg)
 		stdin_cb(STDIN_FILENO, EV_READ, l);
 	if (l->eof)
 		return;
-	tv_set(&tv, 0);
+	/* not 0: libevent would run it again before any timer */
+	tv_set(&tv, 1);
 	if (event_base_once(base, -1, EV_TIMEOUT, file_cb, l, &tv) == -1)
 		fatalx("event_base_once");
 }
