@@ -36,7 +36,7 @@
 #define JOBS_MAX	1024		/* queued handler runs */
 #define LINE_MAX_EV	1024
 #define DROP_LOG_USEC	1000000		/* one log line per reason per s */
-#define FILE_READS	16		/* reads of an unpollable stdin per turn */
+#define FILE_READS	16		/* reads of a file per event turn */
 #define HB_LISTEN_DEFAULT "udp:*:694"
 
 enum pstate { P_UNKNOWN, P_UP, P_LATE, P_DEAD, P_LEFT };
@@ -83,7 +83,7 @@ TAILQ_HEAD(listenerq, listener);
 struct job {
 	TAILQ_ENTRY(job)	 entry;
 	char			*line;
-	int			 link;		/* a link event: dropped first */
+	int			 link;		/* link event: dropped first */
 };
 TAILQ_HEAD(jobq, job);
 

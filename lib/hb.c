@@ -148,7 +148,8 @@ hb_encode(const struct hb_packet *pkt, const unsigned char *key,
 	str[0] = pkt->cluster;
 	str[1] = pkt->node;
 	str[2] = pkt->status;
-	body = HB_BODY_FIXED + 3 + strlen(str[0]) + strlen(str[1]) + strlen(str[2]);
+	body = HB_BODY_FIXED + 3 + strlen(str[0]) + strlen(str[1]) +
+	    strlen(str[2]);
 	if (len < HB_HDR_LEN + body + HB_TAG_LEN)
 		return 0;
 	memcpy(buf, HB_MAGIC, 4);

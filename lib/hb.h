@@ -38,7 +38,8 @@
 #define HB_STATUS_MAX		200
 #define HB_BODY_FIXED		(8 + 8 + 8)
 #define HB_BODY_MIN		(HB_BODY_FIXED + 1 + 1 + 1 + 1 + 1)
-#define HB_BODY_MAX		(HB_BODY_FIXED + 3 + 2 * HB_NAME_MAX + HB_STATUS_MAX)
+#define HB_BODY_MAX		(HB_BODY_FIXED + 3 + 2 * HB_NAME_MAX + \
+				    HB_STATUS_MAX)
 #define HB_PKT_MIN		(HB_HDR_LEN + HB_BODY_MIN + HB_TAG_LEN)
 #define HB_PKT_MAX		(HB_HDR_LEN + HB_BODY_MAX + HB_TAG_LEN)
 

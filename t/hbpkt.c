@@ -37,9 +37,9 @@ static socklen_t		sslen;
 static void
 usage(void)
 {
-	fprintf(stderr, "usage: hbpkt [-mr] [-b addr] [-C cluster] [-g count] [-I inc] "
-	    "[-k keyfile] [-n node] [-o usec] [-S seq] [-s status] [-t type] "
-	    "[-u host:port]\n");
+	fprintf(stderr, "usage: hbpkt [-mr] [-b addr] [-C cluster] [-g count] "
+	    "[-I inc] [-k keyfile] [-n node] [-o usec] [-S seq] [-s status] "
+	    "[-t type] [-u host:port]\n");
 	exit(EXIT_USAGE);
 }
 
