@@ -217,3 +217,31 @@ lastpkts() {
 	run -111 --separate-stderr hbsend -k "$KEY" -n b -S "$f" "udp:127.0.0.1:$P"
 	[ "$stderr" = "hbsend: $f: not an incarnation number" ]
 }
+
+@test "a flood of events for a slow handler drops the oldest, never hbwatch" {
+	local h=$BATS_TEST_TMPDIR/handler log=$BATS_TEST_TMPDIR/handled p2 i
+	cat >"$h" <<-'EOS'
+	#!/bin/sh
+	echo "$HB_SEQ $HB_NODE $HB_EVENT" >>"${0%/*}/handled"
+	[ "$HB_SEQ" = 1 ] && exec sleep 60
+	exit 0
+	EOS
+	chmod +x "$h"
+	p2=$(free_port)
+	hb_start w5 - hbwatch -k "$KEY" -n a -i 100ms -D 500ms -I 60s -T 8s \
+	    -e "$h" -l "udp:127.0.0.1:$p2" b
+	# 300 times up and left: 1200 events, while the first handler hangs
+	for i in $(seq 1001 1300); do
+		hbpkt -k "$KEY" -n b -I "$i" -u "127.0.0.1:$p2"
+		hbpkt -k "$KEY" -n b -I "$i" -S 2 -t leaving -u "127.0.0.1:$p2"
+	done
+	wait_line w5 '^[0-9.]+ - quorum quorum=no votes=1 size=2 seq=1200$' 10
+	run -0 hb_status w5
+	[[ "$output" =~ events-unwritten=0\ events-unhandled=175$ ]]
+	grep -q 'hbwatch: handler too slow, 1 event not handed on (1 in all)$' "$BATS_TEST_TMPDIR/w5.err"
+	# the newest events are handed on once the hanging handler is killed
+	wait_for 40 grep -q '^1200 - quorum$' "$log"
+	[ "$(wc -l <"$log")" -eq 1025 ]
+	[ "$(sed -n 2p "$log")" = "177 b up" ]
+	kill -0 "$(cat "$BATS_TEST_TMPDIR/w5.pid")"
+}
