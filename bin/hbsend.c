@@ -14,6 +14,7 @@
 #include <fcntl.h>
 #include <net/if.h>
 #include <netinet/in.h>
+#include <limits.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -60,12 +61,14 @@ static void	 status_cb(evutil_socket_t, short, void *);
 static void	 status_lines(void);
 static void	 signal_cb(evutil_socket_t, short, void *);
 static void	 evlog(int, const char *);
+static uint64_t	 incarnation(const char *);
 
 static void
 usage(void)
 {
 	fprintf(stderr, "usage: hbsend [-v] [-C cluster] [-d fd] "
-	    "[-i interval] [-k keyfile] [-n node] [-s status] medium ...\n");
+	    "[-i interval] [-k keyfile] [-n node] [-S statefile] [-s status] "
+	    "medium ...\n");
 	exit(EXIT_USAGE);
 }
 
@@ -131,6 +134,7 @@ send_all(uint8_t type)
 
 	pkt.type = type;
 	pkt.seq++;
+	pkt.time = wall_usec();
 	if ((n = hb_encode(&pkt, hkey, buf, sizeof(buf))) == 0)
 		fatalx("cannot encode a heartbeat");
 	now = now_usec();
@@ -267,6 +271,55 @@ evlog(int severity, const char *msg)
 	log_debug("libevent: %s", msg);
 }
 
+/*
+ * The incarnation: the wall clock in microseconds, so that a later start
+ * has a larger one.  With a state file it is also more than the last one
+ * used, so that a clock stepped back cannot make a restarted hbsend look
+ * older than the one before it (and be dropped as a replay).  The file
+ * holds one decimal number and is replaced atomically before any packet
+ * is sent.
+ */
+static uint64_t
+incarnation(const char *path)
+{
+	char		 buf[64], tmp[PATH_MAX], *end;
+	uint64_t	 inc = wall_usec(), last;
+	ssize_t		 n;
+	int		 fd;
+
+	if (path == NULL)
+		return inc;
+	if ((fd = open(path, O_RDONLY | O_CLOEXEC)) == -1) {
+		if (errno != ENOENT)
+			fatal("%s", path);
+	} else {
+		n = read(fd, buf, sizeof(buf) - 1);
+		if (n == -1)
+			fatal("%s", path);
+		close(fd);
+		buf[n] = '\0';
+		errno = 0;
+		last = strtoull(buf, &end, 10);
+		if (end == buf || (*end != '\0' && *end != '\n') ||
+		    errno != 0 || last == UINT64_MAX)
+			fatalx("%s: not an incarnation number", path);
+		if (inc <= last)
+			inc = last + 1;
+	}
+	if ((size_t)snprintf(tmp, sizeof(tmp), "%s.tmp", path) >= sizeof(tmp))
+		fatalx("%s: name too long", path);
+	if ((fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC,
+	    0600)) == -1)
+		fatal("%s", tmp);
+	n = snprintf(buf, sizeof(buf), "%llu\n", (unsigned long long)inc);
+	if (write(fd, buf, n) != n || fsync(fd) == -1)
+		fatal("%s", tmp);
+	close(fd);
+	if (rename(tmp, path) == -1)
+		fatal("%s", path);
+	return inc;
+}
+
 int
 main(int argc, char *argv[])
 {
@@ -277,12 +330,13 @@ main(int argc, char *argv[])
 	unsigned char	 ck[HATRIO_KEY_BYTES];
 	const char	*keyfile = "/etc/hatrio/cluster.key", *e;
 	const char	*cluster = "hatrio", *node = NULL, *status = "";
+	const char	*statefile = NULL;
 	char		 host[256], *p;
 	uint64_t	 interval = 200000;
 	int		 ch, readyfd = -1, verbose = 0, flags, i, npipe = 0;
 
 	log_init(argv[0], 0);
-	while ((ch = getopt(argc, argv, "C:d:i:k:n:s:v")) != -1) {
+	while ((ch = getopt(argc, argv, "C:d:i:k:n:S:s:v")) != -1) {
 		switch (ch) {
 		case 'C':
 			if (!hb_valid_name(optarg))
@@ -306,6 +360,9 @@ main(int argc, char *argv[])
 			if (!hb_valid_name(optarg))
 				badopt(ch, optarg, "not a valid name");
 			node = optarg;
+			break;
+		case 'S':
+			statefile = optarg;
 			break;
 		case 's':
 			if (strcmp(optarg, "-") != 0 &&
@@ -364,7 +421,7 @@ main(int argc, char *argv[])
 	sodium_memzero(ck, sizeof(ck));
 
 	/* Wall-clock microseconds: a later start has a larger incarnation. */
-	pkt.incarnation = wall_usec();
+	pkt.incarnation = incarnation(statefile);
 	pkt.seq = 0;
 	strcpy(pkt.cluster, cluster);
 	strcpy(pkt.node, node);

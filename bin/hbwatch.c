@@ -36,6 +36,7 @@
 #define JOBS_MAX	1024		/* queued handler runs */
 #define LINE_MAX_EV	1024
 #define DROP_LOG_USEC	1000000		/* one log line per reason per s */
+#define FILE_READS	16		/* reads of a file per event turn */
 #define HB_LISTEN_DEFAULT "udp:*:694"
 
 enum pstate { P_UNKNOWN, P_UP, P_LATE, P_DEAD, P_LEFT };
@@ -48,7 +49,7 @@ struct pmedium {
 	char			 name[MEDIUM_NAME_MAX];
 	struct hb_replay	 rp;
 	uint64_t		 last_rx;
-	int			 up;
+	int			 up;		/* carries the peer */
 	int			 unsaid;	/* went down while peer late */
 };
 TAILQ_HEAD(pmediumq, pmedium);
@@ -82,14 +83,17 @@ TAILQ_HEAD(listenerq, listener);
 struct job {
 	TAILQ_ENTRY(job)	 entry;
 	char			*line;
+	int			 link;		/* link event: dropped first */
 };
 TAILQ_HEAD(jobq, job);
 
 enum drop {
-	D_HEADER, D_AUTH, D_BODY, D_CLUSTER, D_UNKNOWN, D_REPLAY, D_NDROP
+	D_HEADER, D_AUTH, D_BODY, D_CLUSTER, D_UNKNOWN, D_REPLAY, D_STALE,
+	D_MEDIA, D_NDROP
 };
 static const char *drop_name[D_NDROP] = {
-	"badheader", "badauth", "badbody", "cluster", "unknown", "replay"
+	"badheader", "badauth", "badbody", "cluster", "unknown", "replay",
+	"stale", "media"
 };
 
 static struct event_base	*base;
@@ -102,6 +106,7 @@ static const char		*cluster = "hatrio", *self, *handler;
 static uint64_t			 interval = 200000, warntime = 600000;
 static uint64_t			 deadtime = 1000000, initdead = 2000000;
 static uint64_t			 htimeout = 10000000;
+static uint64_t			 freshness = 5000000;
 static uint64_t			 start, tick_due, hold_until;
 static uint64_t			 lineseq;
 static int			 npeers, quorum, onceflag, quiet;
@@ -109,7 +114,9 @@ static struct event		*tick_ev, *out_ev, *job_timer, *once_ev;
 static struct evbuffer		*outbuf;
 static int			 out_blocking;
 static pid_t			 job_pid = -1;
-static unsigned long		 njobs, jobs_dropped;
+static unsigned long		 njobs, jobs_dropped, out_dropped;
+static unsigned long		 jobs_since, out_since;
+static uint64_t			 jobs_last, out_last;
 static unsigned long		 accepted, drops[D_NDROP], dsince[D_NDROP];
 static uint64_t			 dlast[D_NDROP];
 
@@ -121,7 +128,7 @@ static void	 emit(const char *, const char *, const char *, ...)
 		    __attribute__((format(printf, 3, 4)));
 static void	 out_flush(void);
 static void	 out_cb(evutil_socket_t, short, void *);
-static void	 job_queue(const char *);
+static void	 job_queue(const char *, int);
 static void	 job_next(void);
 static void	 job_timeout_cb(evutil_socket_t, short, void *);
 static void	 sigchld_cb(evutil_socket_t, short, void *);
@@ -136,7 +143,8 @@ static void	 peer_down(struct peer *, enum pstate, const char *);
 static int	 stall_check(uint64_t);
 static void	 tick_cb(evutil_socket_t, short, void *);
 static void	 once_cb(evutil_socket_t, short, void *);
-static void	 packet(const unsigned char *, size_t, const char *);
+static int	 packet(const unsigned char *, size_t, const char *);
+static int	 ratelimit(uint64_t *);
 static void	 listener_open(struct listener *);
 static void	 udp_cb(evutil_socket_t, short, void *);
 static void	 stdin_cb(evutil_socket_t, short, void *);
@@ -150,8 +158,9 @@ static void
 usage(void)
 {
 	fprintf(stderr, "usage: hbwatch [-1v] [-C cluster] [-D deadtime] "
-	    "[-d fd] [-e handler] [-I initdead] [-i interval] [-k keyfile] "
-	    "[-l medium] [-n node] [-T timeout] [-w warntime] node ...\n");
+	    "[-d fd] [-e handler] [-F window] [-I initdead] [-i interval] "
+	    "[-k keyfile] [-l medium] [-n node] [-T timeout] "
+	    "[-w warntime] node ...\n");
 	exit(EXIT_USAGE);
 }
 
@@ -193,10 +202,25 @@ pct(const char *s, char *buf, size_t len)
 	return buf;
 }
 
+/* At most one warning a second about one thing. */
+static int
+ratelimit(uint64_t *last)
+{
+	uint64_t	now = now_usec();
+
+	if (*last != 0 && now - *last < DROP_LOG_USEC)
+		return 0;
+	*last = now;
+	return 1;
+}
+
 /*
  * Print one event line "TS NODE EVENT [key=value ...] seq=N" and queue
  * it for the handler.  The line reaches stdout before any handler runs,
- * and a handler never delays the next line.
+ * and a handler never delays the next line.  A reader that does not keep
+ * up loses link events first (past half of OUT_MAX unread bytes), then
+ * any (past OUT_MAX); each lost line is counted, and its seq is skipped,
+ * so the reader can tell.
  */
 static void
 emit(const char *node, const char *event, const char *fmt, ...)
@@ -204,6 +228,8 @@ emit(const char *node, const char *event, const char *fmt, ...)
 	char		 line[2 * LINE_MAX_EV], extra[LINE_MAX_EV];
 	va_list		 ap;
 	uint64_t	 w;
+	size_t		 unread;
+	int		 link = strncmp(event, "link-", 5) == 0;
 
 	if (quiet)
 		return;
@@ -219,16 +245,28 @@ emit(const char *node, const char *event, const char *fmt, ...)
 	    (unsigned long long)(w % 1000000), node, event,
 	    extra[0] != '\0' ? " " : "", extra,
 	    (unsigned long long)++lineseq);
-	evbuffer_add_printf(outbuf, "%s\n", line);
-	out_flush();
+	unread = evbuffer_get_length(outbuf);
+	if (unread > OUT_MAX || (link && unread > OUT_MAX / 2)) {
+		out_dropped++;
+		out_since++;
+		if (ratelimit(&out_last)) {
+			log_warnx("stdout: the reader is slow, %lu event "
+			    "line%s not written (%lu in all)", out_since,
+			    out_since == 1 ? "" : "s", out_dropped);
+			out_since = 0;
+		}
+	} else {
+		evbuffer_add_printf(outbuf, "%s\n", line);
+		out_flush();
+	}
 	if (handler != NULL)
-		job_queue(line);
+		job_queue(line, link);
 }
 
 /*
  * stdout is written without blocking when it is a pipe: a slow reader
- * gets OUT_MAX bytes of slack, then hbwatch gives up (111) rather than
- * hold stale events; a reader that went away ends hbwatch too.
+ * gets OUT_MAX bytes of slack, then loses lines (see emit); a reader that
+ * went away ends hbwatch.
  */
 static void
 out_flush(void)
@@ -240,8 +278,6 @@ out_flush(void)
 		if (n > 0)
 			continue;
 		if (n == -1 && (errno == EAGAIN || errno == EINTR)) {
-			if (evbuffer_get_length(outbuf) > OUT_MAX)
-				fatalx("stdout: the reader does not read");
 			if (out_ev != NULL)
 				event_add(out_ev, NULL);
 			return;
@@ -261,19 +297,44 @@ out_cb(evutil_socket_t fd, short what, void *arg)
 	out_flush();
 }
 
+/*
+ * Queue a handler run.  When JOBS_MAX wait already, a link event is not
+ * queued; any other event takes the place of the oldest queued link
+ * event, or else of the oldest event.  Each is counted and logged.
+ */
 static void
-job_queue(const char *line)
+job_queue(const char *line, int link)
 {
 	struct job	*j;
 
 	if (njobs >= JOBS_MAX) {
-		if (jobs_dropped++ == 0)
-			log_warnx("handler too slow, events not handed on");
-		return;
+		j = NULL;
+		if (!link) {
+			TAILQ_FOREACH(j, &jobs, entry)
+				if (j->link)
+					break;
+			if (j == NULL)
+				j = TAILQ_FIRST(&jobs);
+			TAILQ_REMOVE(&jobs, j, entry);
+			njobs--;
+			free(j->line);
+			free(j);
+		}
+		jobs_dropped++;
+		jobs_since++;
+		if (ratelimit(&jobs_last)) {
+			log_warnx("handler too slow, %lu event%s not handed "
+			    "on (%lu in all)", jobs_since, jobs_since == 1 ?
+			    "" : "s", jobs_dropped);
+			jobs_since = 0;
+		}
+		if (link)
+			return;
 	}
 	if ((j = calloc(1, sizeof(*j))) == NULL ||
 	    (j->line = strdup(line)) == NULL)
 		fatal("calloc");
+	j->link = link;
 	TAILQ_INSERT_TAIL(&jobs, j, entry);
 	njobs++;
 	job_next();
@@ -628,32 +689,47 @@ once_cb(evutil_socket_t fd, short what, void *arg)
 
 /*
  * One packet from a medium.  Nothing changes before it passed the header
- * checks, the tag, the body, the cluster, the node and the replay rule.
+ * checks, the tag, the body, the cluster, the node, the freshness rule
+ * and the replay rule.  Returns -1 when it is not authentic (so that a
+ * stream can look for the next packet inside it), 0 otherwise.
  */
-static void
+static int
 packet(const unsigned char *buf, size_t len, const char *medium)
 {
 	struct hb_packet	 pkt;
 	struct pmedium		*m, *old;
 	struct peer		*p;
-	char			 st[3 * HB_STATUS_MAX + 1];
+	char			 st[3 * HB_STATUS_MAX + 1], why[128];
 	uint64_t		 now;
-	int			 e, restarted;
+	int64_t			 age;
+	int			 e, restarted, newest, first;
 
 	if ((e = hb_decode(buf, len, hkey, &pkt)) != HB_OK) {
 		drop(e == HB_EAUTH ? D_AUTH : e == HB_EBODY ? D_BODY :
 		    D_HEADER, medium, hb_strerror(e));
-		return;
+		return -1;
 	}
 	if (strcmp(pkt.cluster, cluster) != 0) {
 		drop(D_CLUSTER, medium, pkt.cluster);
-		return;
+		return 0;
 	}
 	if (strcmp(pkt.node, self) == 0)
-		return;		/* our own, looped back */
+		return 0;	/* our own, looped back */
 	if ((p = peer_find(pkt.node)) == NULL) {
 		drop(D_UNKNOWN, medium, pkt.node);
-		return;
+		return 0;
+	}
+	/*
+	 * The freshness rule: the replay state is only in memory, so a
+	 * packet is also refused when its time is not within the window
+	 * around our clock; this holds across restarts of hbwatch.
+	 */
+	if (!hb_fresh(wall_usec(), pkt.time, freshness, &age)) {
+		snprintf(why, sizeof(why), "clock skew or replay: packet "
+		    "from %s is %.1f s %s", pkt.node, (age < 0 ? -(double)age :
+		    (double)age) / 1e6, age < 0 ? "ahead" : "old");
+		drop(D_STALE, medium, why);
+		return 0;
 	}
 	TAILQ_FOREACH(m, &p->media, entry)
 		if (strcmp(m->name, medium) == 0)
@@ -667,21 +743,40 @@ packet(const unsigned char *buf, size_t len, const char *medium)
 	    (pkt.incarnation == p->rp.incarnation &&
 	    pkt.seq + HB_REORDER_WINDOW < p->rp.seq)) ) {
 		drop(D_REPLAY, medium, "older than the newest");
-		return;
+		return 0;
 	}
 	if (m != NULL && !hb_newer(&m->rp, pkt.incarnation, pkt.seq)) {
 		drop(D_REPLAY, medium, "seen already");
-		return;
+		return 0;
 	}
-	accepted++;
+	/*
+	 * The medium is named by the sender's address, which nobody
+	 * authenticates: only the newest packet of the peer, or a copy of
+	 * a recent one while the newest is at most an interval old (the
+	 * same heartbeat over another medium), may refresh or create a
+	 * medium.  A medium a copy created is up only once it carried a
+	 * second packet, so one replayed packet from many addresses shows
+	 * nothing; and only a medium that is down makes room for a new one.
+	 */
 	now = now_usec();
+	newest = hb_newer(&p->rp, pkt.incarnation, pkt.seq);
+	if (!newest && (pkt.incarnation != p->rp.incarnation ||
+	    now - p->last_rx > interval)) {
+		drop(D_REPLAY, medium, "a copy of an old packet");
+		return 0;
+	}
 	if (m == NULL) {
 		if (p->nmedia >= MEDIA_PER_PEER) {
-			/* reuse the medium silent for the longest */
+			/* reuse the down medium silent for the longest */
 			old = NULL;
 			TAILQ_FOREACH(m, &p->media, entry)
-				if (old == NULL || m->last_rx < old->last_rx)
+				if (!m->up && (old == NULL ||
+				    m->last_rx < old->last_rx))
 					old = m;
+			if (old == NULL) {
+				drop(D_MEDIA, medium, "too many media up");
+				return 0;
+			}
 			TAILQ_REMOVE(&p->media, old, entry);
 			m = old;
 		} else {
@@ -693,9 +788,11 @@ packet(const unsigned char *buf, size_t len, const char *medium)
 		snprintf(m->name, sizeof(m->name), "%s", medium);
 		TAILQ_INSERT_TAIL(&p->media, m, entry);
 	}
+	accepted++;
+	first = !m->rp.seen;
 	hb_accept(&m->rp, pkt.incarnation, pkt.seq);
 	m->last_rx = now;
-	if (!m->up) {
+	if (!m->up && (newest || !first)) {
 		m->up = 1;
 		if ((p->state == P_UP || p->state == P_LATE) &&
 		    pkt.incarnation == p->rp.incarnation && !m->unsaid)
@@ -704,7 +801,7 @@ packet(const unsigned char *buf, size_t len, const char *medium)
 	}
 	if (!hb_newer(&p->rp, pkt.incarnation, pkt.seq)) {
 		peer_arm(p);
-		return;		/* the same heartbeat over another medium */
+		return 0;	/* the same heartbeat over another medium */
 	}
 	restarted = p->rp.seen && pkt.incarnation > p->rp.incarnation;
 	hb_accept(&p->rp, pkt.incarnation, pkt.seq);
@@ -715,7 +812,7 @@ packet(const unsigned char *buf, size_t len, const char *medium)
 		if (p->state != P_LEFT)
 			peer_down(p, P_LEFT, NULL);
 		peer_arm(p);
-		return;
+		return 0;
 	}
 	switch (p->state) {
 	case P_UNKNOWN:
@@ -766,6 +863,7 @@ packet(const unsigned char *buf, size_t len, const char *medium)
 		break;
 	}
 	peer_arm(p);
+	return 0;
 }
 
 static void
@@ -857,14 +955,16 @@ udp_cb(evutil_socket_t fd, short what, void *arg)
 		    l->m.kind == HB_MEDIUM_MCAST ? "mcast" :
 		    l->m.kind == HB_MEDIUM_BCAST ? "bcast" : "udp", addr,
 		    l->port);
-		packet(buf, (size_t)n > sizeof(buf) ? sizeof(buf) : (size_t)n,
-		    name);
+		(void)packet(buf, (size_t)n > sizeof(buf) ? sizeof(buf) :
+		    (size_t)n, name);
 	}
 }
 
 /*
  * The pipe medium: a stream of packets, each framed by its own header.
- * Garbage is skipped a byte at a time until a header looks right again.
+ * Garbage is skipped a byte at a time until a header looks right again;
+ * so is the first byte of a framed packet that is not authentic, since
+ * its length may be garbage too and cover the next good packet.
  */
 static void
 stdin_cb(evutil_socket_t fd, short what, void *arg)
@@ -896,42 +996,79 @@ stdin_cb(evutil_socket_t fd, short what, void *arg)
 		}
 		if (evbuffer_get_length(l->in) < pktlen)
 			break;
-		evbuffer_remove(l->in, buf, pktlen);
-		packet(buf, pktlen, "pipe:stdin");
+		evbuffer_copyout(l->in, buf, pktlen);
+		if (packet(buf, pktlen, "pipe:stdin") == -1)
+			evbuffer_drain(l->in, 1);
+		else
+			evbuffer_drain(l->in, pktlen);
 	}
 }
 
+/*
+ * A file, or a stdin that cannot be polled: a few reads, then back to the
+ * event loop, so that the timers run even if it never ends (/dev/zero).
+ */
 static void
 file_cb(evutil_socket_t fd, short what, void *arg)
 {
 	struct listener	*l = arg;
+	struct timeval	 tv;
+	int		 i;
 
 	(void)fd;
 	(void)what;
-	while (!l->eof)
+	for (i = 0; i < FILE_READS && !l->eof; i++)
 		stdin_cb(STDIN_FILENO, EV_READ, l);
+	if (l->eof)
+		return;
+	/* not 0: libevent would run it again before any timer */
+	tv_set(&tv, 1);
+	if (event_base_once(base, -1, EV_TIMEOUT, file_cb, l, &tv) == -1)
+		fatalx("event_base_once");
 }
 
+/*
+ * SIGUSR1: the peers, the quorum and the counters on stderr.  The peers
+ * are built in a buffer of any size and logged in lines of at most
+ * STATUS_CHUNK bytes, each but the last ending in ",+".
+ */
+#define STATUS_CHUNK	800
 static void
 status_report(void)
 {
+	struct evbuffer	*b;
 	struct peer	*p;
-	char		 buf[2048];
-	size_t		 n = 0;
+	const char	*s, *c;
+	size_t		 len, n;
 	int		 i;
 
+	if ((b = evbuffer_new()) == NULL)
+		fatal("evbuffer_new");
 	TAILQ_FOREACH(p, &peers, entry)
-		n += snprintf(buf + n, sizeof(buf) - n, "%s%s:%s",
-		    n == 0 ? "" : ",", p->name, pstate_name[p->state]);
-	if (n == 0)
-		buf[0] = '\0';
-	log_info("status peers=%s quorum=%s accepted=%lu", buf,
+		evbuffer_add_printf(b, "%s%s:%s", p == TAILQ_FIRST(&peers) ?
+		    "" : ",", p->name, pstate_name[p->state]);
+	evbuffer_add(b, "", 1);
+	s = (const char *)evbuffer_pullup(b, -1);
+	len = strlen(s);
+	while (len > STATUS_CHUNK) {
+		/* cut after the last comma that fits; names have none */
+		for (c = s + STATUS_CHUNK; c > s && *c != ','; c--)
+			;
+		n = c > s ? (size_t)(c - s) + 1 : STATUS_CHUNK;
+		log_info("status peers=%.*s+", (int)n, s);
+		s += n;
+		len -= n;
+	}
+	log_info("status peers=%s quorum=%s accepted=%lu", s,
 	    quorum ? "yes" : "no", accepted);
-	n = 0;
+	evbuffer_drain(b, evbuffer_get_length(b));
 	for (i = 0; i < D_NDROP; i++)
-		n += snprintf(buf + n, sizeof(buf) - n, " %s=%lu",
-		    drop_name[i], drops[i]);
-	log_info("status dropped%s", buf);
+		evbuffer_add_printf(b, " %s=%lu", drop_name[i], drops[i]);
+	evbuffer_add_printf(b, " events-unwritten=%lu events-unhandled=%lu",
+	    out_dropped, jobs_dropped);
+	evbuffer_add(b, "", 1);
+	log_info("status dropped%s", (const char *)evbuffer_pullup(b, -1));
+	evbuffer_free(b);
 }
 
 static void
@@ -972,7 +1109,7 @@ main(int argc, char *argv[])
 	static const int	 signos[3] = { SIGTERM, SIGINT, SIGUSR1 };
 
 	log_init(argv[0], 0);
-	while ((ch = getopt(argc, argv, "1C:D:d:e:I:i:k:l:n:T:vw:")) != -1) {
+	while ((ch = getopt(argc, argv, "1C:D:d:e:F:I:i:k:l:n:T:vw:")) != -1) {
 		switch (ch) {
 		case '1':
 			onceflag = 1;
@@ -992,6 +1129,10 @@ main(int argc, char *argv[])
 			break;
 		case 'e':
 			handler = optarg;
+			break;
+		case 'F':
+			if ((e = parse_duration(optarg, &freshness)) != NULL)
+				badopt(ch, optarg, e);
 			break;
 		case 'I':
 			if ((e = parse_duration(optarg, &initdead)) != NULL)

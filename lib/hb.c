@@ -148,7 +148,8 @@ hb_encode(const struct hb_packet *pkt, const unsigned char *key,
 	str[0] = pkt->cluster;
 	str[1] = pkt->node;
 	str[2] = pkt->status;
-	body = 16 + 3 + strlen(str[0]) + strlen(str[1]) + strlen(str[2]);
+	body = HB_BODY_FIXED + 3 + strlen(str[0]) + strlen(str[1]) +
+	    strlen(str[2]);
 	if (len < HB_HDR_LEN + body + HB_TAG_LEN)
 		return 0;
 	memcpy(buf, HB_MAGIC, 4);
@@ -160,7 +161,8 @@ hb_encode(const struct hb_packet *pkt, const unsigned char *key,
 	off = HB_HDR_LEN;
 	put64(buf + off, pkt->incarnation);
 	put64(buf + off + 8, pkt->seq);
-	off += 16;
+	put64(buf + off + 16, pkt->time);
+	off += HB_BODY_FIXED;
 	for (i = 0; i < 3; i++) {
 		n = strlen(str[i]);
 		buf[off++] = n;
@@ -208,16 +210,17 @@ hb_parse_body(const unsigned char *b, size_t len, struct hb_packet *pkt)
 	size_t	 max[3] = { HB_NAME_MAX, HB_NAME_MAX, HB_STATUS_MAX };
 	size_t	 off, n, i;
 
-	if (len < 16 + 3)
+	if (len < HB_BODY_FIXED + 3)
 		return HB_EBODY;
 	pkt->incarnation = get64(b);
 	pkt->seq = get64(b + 8);
-	if (pkt->incarnation == 0 || pkt->seq == 0)
+	pkt->time = get64(b + 16);
+	if (pkt->incarnation == 0 || pkt->seq == 0 || pkt->time == 0)
 		return HB_EBODY;
 	dst[0] = pkt->cluster;
 	dst[1] = pkt->node;
 	dst[2] = pkt->status;
-	off = 16;
+	off = HB_BODY_FIXED;
 	for (i = 0; i < 3; i++) {
 		if (off >= len)
 			return HB_EBODY;
@@ -272,6 +275,26 @@ hb_newer(const struct hb_replay *r, uint64_t inc, uint64_t seq)
 	if (inc != r->incarnation)
 		return inc > r->incarnation;
 	return seq > r->seq;
+}
+
+/*
+ * The freshness rule: a packet whose time is further than window from
+ * now (both wall-clock usec), either way, is refused; a window of 0
+ * turns the rule off.  *age is now - t (negative: from the future).
+ */
+int
+hb_fresh(uint64_t now, uint64_t t, uint64_t window, int64_t *age)
+{
+	uint64_t	d;
+
+	if (now >= t) {
+		d = now - t;
+		*age = d > (uint64_t)INT64_MAX ? INT64_MAX : (int64_t)d;
+	} else {
+		d = t - now;
+		*age = d > (uint64_t)INT64_MAX ? -INT64_MAX : -(int64_t)d;
+	}
+	return window == 0 || d <= window;
 }
 
 void

@@ -9,8 +9,10 @@
  *	type	1	HB_TYPE_HEARTBEAT or HB_TYPE_LEAVING
  *	flags	2	0 (anything else is refused)
  *	length	2	length of the body
- *	body		incarnation u64, seq u64, then three strings, each a
- *			length byte and that many bytes: cluster, node, status
+ *	body		incarnation u64, seq u64, time u64 (the sender's wall
+ *			clock in microseconds since the epoch), then three
+ *			strings, each a length byte and that many bytes:
+ *			cluster, node, status
  *	tag	32	HMAC-SHA-512-256 of header and body
  *
  * Integers are big-endian.  The tag key is derived from the cluster key,
@@ -27,15 +29,17 @@
 #include "hatrio.h"
 
 #define HB_MAGIC		"HThb"
-#define HB_VERSION		1
+#define HB_VERSION		2	/* 2: the time field */
 #define HB_TYPE_HEARTBEAT	1
 #define HB_TYPE_LEAVING		2
 #define HB_HDR_LEN		10
 #define HB_TAG_LEN		32
 #define HB_NAME_MAX		64
 #define HB_STATUS_MAX		200
-#define HB_BODY_MIN		(8 + 8 + 1 + 1 + 1 + 1 + 1)
-#define HB_BODY_MAX		(8 + 8 + 3 + 2 * HB_NAME_MAX + HB_STATUS_MAX)
+#define HB_BODY_FIXED		(8 + 8 + 8)
+#define HB_BODY_MIN		(HB_BODY_FIXED + 1 + 1 + 1 + 1 + 1)
+#define HB_BODY_MAX		(HB_BODY_FIXED + 3 + 2 * HB_NAME_MAX + \
+				    HB_STATUS_MAX)
 #define HB_PKT_MIN		(HB_HDR_LEN + HB_BODY_MIN + HB_TAG_LEN)
 #define HB_PKT_MAX		(HB_HDR_LEN + HB_BODY_MAX + HB_TAG_LEN)
 
@@ -59,6 +63,7 @@ struct hb_packet {
 	uint8_t		 type;
 	uint64_t	 incarnation;
 	uint64_t	 seq;
+	uint64_t	 time;		/* sender's wall clock, usec */
 	char		 cluster[HB_NAME_MAX + 1];
 	char		 node[HB_NAME_MAX + 1];
 	char		 status[HB_STATUS_MAX + 1];
@@ -99,6 +104,7 @@ int		 hb_decode(const unsigned char *, size_t, const unsigned char *,
 		    struct hb_packet *);
 const char	*hb_strerror(int);
 int		 hb_newer(const struct hb_replay *, uint64_t, uint64_t);
+int		 hb_fresh(uint64_t, uint64_t, uint64_t, int64_t *);
 void		 hb_accept(struct hb_replay *, uint64_t, uint64_t);
 const char	*hb_medium_parse(const char *, int, struct hb_medium *);
 const char	*hb_addr_str(const struct sockaddr *, char *, size_t);

@@ -3,19 +3,21 @@
  * hbpkt: make heartbeat packets for the tests, good and bad ones, and
  * replay captured ones.
  *
- *	hbpkt [-m] [-C cluster] [-I inc] [-k keyfile] [-n node] [-S seq]
- *	    [-s status] [-t type] [-u host:port]
- *		one packet (-m: with a malformed but authentic body),
+ *	hbpkt [-m] [-C cluster] [-I inc] [-k keyfile] [-n node] [-o usec]
+ *	    [-S seq] [-s status] [-t type] [-u host:port]
+ *		one packet (-m: with a malformed but authentic body; -o:
+ *		its time is the clock plus usec, which may be negative),
  *		to stdout or as a datagram to -u
  *	hbpkt -g count -u host:port
  *		count datagrams of random garbage, some with a good header
- *	hbpkt -r -u host:port
+ *	hbpkt -r [-b addr] -u host:port
  *		replay: send each packet of the stream on stdin (as hbsend -
- *		writes it) as one datagram
+ *		writes it) as one datagram, from addr when given
  */
 #include <sys/socket.h>
 
 #include <netdb.h>
+#include <netinet/in.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -35,9 +37,9 @@ static socklen_t		sslen;
 static void
 usage(void)
 {
-	fprintf(stderr, "usage: hbpkt [-mr] [-C cluster] [-g count] [-I inc] "
-	    "[-k keyfile] [-n node] [-S seq] [-s status] [-t type] "
-	    "[-u host:port]\n");
+	fprintf(stderr, "usage: hbpkt [-mr] [-b addr] [-C cluster] [-g count] "
+	    "[-I inc] [-k keyfile] [-n node] [-o usec] [-S seq] [-s status] "
+	    "[-t type] [-u host:port]\n");
 	exit(EXIT_USAGE);
 }
 
@@ -60,7 +62,7 @@ main(int argc, char *argv[])
 	struct hb_medium	 m;
 	unsigned char		 ck[HATRIO_KEY_BYTES], key[HB_TAG_LEN];
 	unsigned char		 buf[HB_PKT_MAX + 64], bad[HB_PKT_MAX + 64];
-	const char		*keyfile = NULL, *dest = NULL, *e;
+	const char		*keyfile = NULL, *dest = NULL, *src = NULL, *e;
 	char			 spec[300];
 	size_t			 n, body, len;
 	unsigned long		 garbage = 0, i;
@@ -73,8 +75,12 @@ main(int argc, char *argv[])
 	pkt.type = HB_TYPE_HEARTBEAT;
 	pkt.incarnation = wall_usec();
 	pkt.seq = 1;
-	while ((ch = getopt(argc, argv, "C:g:I:k:mn:rS:s:t:u:")) != -1) {
+	pkt.time = wall_usec();
+	while ((ch = getopt(argc, argv, "b:C:g:I:k:mn:o:rS:s:t:u:")) != -1) {
 		switch (ch) {
+		case 'b':
+			src = optarg;
+			break;
 		case 'C':
 			snprintf(pkt.cluster, sizeof(pkt.cluster), "%s",
 			    optarg);
@@ -93,6 +99,9 @@ main(int argc, char *argv[])
 			break;
 		case 'n':
 			snprintf(pkt.node, sizeof(pkt.node), "%s", optarg);
+			break;
+		case 'o':
+			pkt.time += strtoll(optarg, NULL, 10);
 			break;
 		case 'r':
 			rflag = 1;
@@ -126,6 +135,17 @@ main(int argc, char *argv[])
 		sslen = m.sslen;
 		if ((fd = socket(ss.ss_family, SOCK_DGRAM, 0)) == -1)
 			fatal("socket");
+		if (src != NULL) {
+			snprintf(spec, sizeof(spec), "udp:%s:9", src);
+			if ((e = hb_medium_parse(spec, 0, &m)) != NULL)
+				fatalx("%s: %s", src, e);
+			if (m.ss.ss_family == AF_INET)
+				((struct sockaddr_in *)&m.ss)->sin_port = 0;
+			else
+				((struct sockaddr_in6 *)&m.ss)->sin6_port = 0;
+			if (bind(fd, (struct sockaddr *)&m.ss, m.sslen) == -1)
+				fatal("bind %s", src);
+		}
 	}
 	if (garbage > 0) {
 		for (i = 0; i < garbage; i++) {

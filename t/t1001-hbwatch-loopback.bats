@@ -27,11 +27,11 @@ send() {	# send NAME [ARG...]: hbsend as node b to port $P
 
 @test "usage errors exit 100" {
 	run -100 --separate-stderr hbsend
-	[ "$stderr" = "usage: hbsend [-v] [-C cluster] [-d fd] [-i interval] [-k keyfile] [-n node] [-s status] medium ..." ]
+	[ "$stderr" = "usage: hbsend [-v] [-C cluster] [-d fd] [-i interval] [-k keyfile] [-n node] [-S statefile] [-s status] medium ..." ]
 	run -100 --separate-stderr hbsend -k "$KEY" tcp:1.2.3.4:5
 	[ "$stderr" = "hbsend: medium tcp:1.2.3.4:5: unknown medium (udp:, mcast:, bcast: or -)" ]
 	run -100 --separate-stderr hbwatch -k "$KEY" -l udp:127.0.0.1:$P
-	[ "$stderr" = "usage: hbwatch [-1v] [-C cluster] [-D deadtime] [-d fd] [-e handler] [-I initdead] [-i interval] [-k keyfile] [-l medium] [-n node] [-T timeout] [-w warntime] node ..." ]
+	[ "$stderr" = "usage: hbwatch [-1v] [-C cluster] [-D deadtime] [-d fd] [-e handler] [-F window] [-I initdead] [-i interval] [-k keyfile] [-l medium] [-n node] [-T timeout] [-w warntime] node ..." ]
 	run -100 --separate-stderr hbwatch -k "$KEY" -l udp:127.0.0.1:0 b
 	[ "$stderr" = "hbwatch: -l udp:127.0.0.1:0: bad port" ]
 	run -100 --separate-stderr hbwatch -k "$KEY" -w 2s -l udp:127.0.0.1:$P b

@@ -1,5 +1,8 @@
 /* See LICENSE file for copyright and license details. */
-/* Unit tests for lib/hb.c: encoding, every refusal, the replay rule. */
+/*
+ * Unit tests for lib/hb.c: encoding, every refusal, the replay rule, the
+ * freshness rule.
+ */
 #include <stdlib.h>
 
 #include <sodium.h>
@@ -18,6 +21,7 @@ main(void)
 	unsigned char		 key2[HB_TAG_LEN], buf[HB_PKT_MAX];
 	unsigned char		 b2[HB_PKT_MAX];
 	size_t			 n, i;
+	int64_t			 age;
 	int			 e;
 
 	if (sodium_init() == -1)
@@ -35,18 +39,22 @@ main(void)
 	p.type = HB_TYPE_HEARTBEAT;
 	p.incarnation = 1732473600000000ULL;
 	p.seq = 42;
+	p.time = 1732473600123456ULL;
 	strcpy(p.cluster, "prod");
 	strcpy(p.node, "node-b.1");
 	strcpy(p.status, "role=primary disk=UpToDate");
 	n = hb_encode(&p, key, buf, sizeof(buf));
-	ok(n == HB_HDR_LEN + 16 + 3 + 4 + 8 + 26 + HB_TAG_LEN,
+	ok(n == HB_HDR_LEN + 24 + 3 + 4 + 8 + 26 + HB_TAG_LEN,
 	    "encoded length %zu", n);
-	ok(memcmp(buf, "HThb\1\1\0\0", 8) == 0, "header bytes");
+	ok(memcmp(buf, "HThb\2\1\0\0", 8) == 0, "header bytes (version 2)");
+	ok(memcmp(buf + HB_HDR_LEN + 16,
+	    "\x00\x06\x27\xac\xf1\x84\xa2\x40", 8) == 0,
+	    "the time follows incarnation and seq, big-endian");
 	memset(&q, 0, sizeof(q));
 	e = hb_decode(buf, n, key, &q);
 	ok(e == HB_OK, "decodes: %s", hb_strerror(e));
 	ok(q.type == p.type && q.incarnation == p.incarnation &&
-	    q.seq == 42, "numbers survive");
+	    q.seq == 42 && q.time == p.time, "numbers survive");
 	is_str(q.cluster, "prod", "cluster");
 	is_str(q.node, "node-b.1", "node");
 	is_str(q.status, "role=primary disk=UpToDate", "status");
@@ -61,8 +69,9 @@ main(void)
 	b2[0] = 'X';
 	ok(hb_decode(b2, n, key, &q) == HB_EMAGIC, "bad magic refused");
 	memcpy(b2, buf, n);
-	b2[4] = 2;
-	ok(hb_decode(b2, n, key, &q) == HB_EVERSION, "version 2 refused");
+	b2[4] = 1;
+	ok(hb_decode(b2, n, key, &q) == HB_EVERSION, "version 1 (no time) "
+	    "refused");
 	memcpy(b2, buf, n);
 	b2[5] = 3;
 	ok(hb_decode(b2, n, key, &q) == HB_ETYPE, "type 3 refused");
@@ -81,27 +90,45 @@ main(void)
 	ok(hb_parse_body(buf + HB_HDR_LEN, n - HB_HDR_LEN - HB_TAG_LEN, &q) ==
 	    HB_OK, "body alone parses");
 	memcpy(b2, buf + HB_HDR_LEN, n);
-	b2[16] = 200;
+	b2[24] = 200;
 	ok(hb_parse_body(b2, n - HB_HDR_LEN - HB_TAG_LEN, &q) == HB_EBODY,
 	    "string longer than the body refused");
 	memcpy(b2, buf + HB_HDR_LEN, n);
-	b2[16] = 65;
+	b2[24] = 65;
 	ok(hb_parse_body(b2, n - HB_HDR_LEN - HB_TAG_LEN, &q) == HB_EBODY,
 	    "name over 64 refused");
 	ok(hb_parse_body(buf + HB_HDR_LEN, n - HB_HDR_LEN - HB_TAG_LEN + 1,
 	    &q) == HB_EBODY, "trailing byte refused");
 	memcpy(b2, buf + HB_HDR_LEN, n);
-	b2[17] = ' ';
+	b2[25] = ' ';
 	ok(hb_parse_body(b2, n - HB_HDR_LEN - HB_TAG_LEN, &q) == HB_EBODY,
 	    "space in the cluster name refused");
 	memcpy(b2, buf + HB_HDR_LEN, n);
-	b2[18] = '\0';
+	b2[26] = '\0';
 	ok(hb_parse_body(b2, n - HB_HDR_LEN - HB_TAG_LEN, &q) == HB_EBODY,
 	    "NUL inside the cluster name refused (found by the fuzzer)");
 	memcpy(b2, buf + HB_HDR_LEN, n);
 	memset(b2, 0, 8);
 	ok(hb_parse_body(b2, n - HB_HDR_LEN - HB_TAG_LEN, &q) == HB_EBODY,
 	    "incarnation 0 refused");
+	memcpy(b2, buf + HB_HDR_LEN, n);
+	memset(b2 + 16, 0, 8);
+	ok(hb_parse_body(b2, n - HB_HDR_LEN - HB_TAG_LEN, &q) == HB_EBODY,
+	    "time 0 refused");
+
+	ok(hb_fresh(100000000, 100000000, 5000000, &age) && age == 0,
+	    "same time is fresh");
+	ok(hb_fresh(100000000, 95000000, 5000000, &age) && age == 5000000,
+	    "5 s old is fresh with a 5 s window");
+	ok(!hb_fresh(100000000, 94999999, 5000000, &age) && age == 5000001,
+	    "older is stale, age %lld", (long long)age);
+	ok(!hb_fresh(100000000, 105000001, 5000000, &age) && age == -5000001,
+	    "from the future is stale, age %lld", (long long)age);
+	ok(!hb_fresh(100000000, 100600000, 500000, &age),
+	    "a sub-second window works");
+	ok(!hb_fresh(UINT64_MAX, 1, 5000000, &age) && age == INT64_MAX,
+	    "a huge age does not overflow");
+	ok(hb_fresh(100000000, 1, 0, &age), "window 0 turns the rule off");
 
 	strcpy(p.node, "bad name");
 	ok(hb_encode(&p, key, buf, sizeof(buf)) == 0, "bad node not encoded");
