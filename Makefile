@@ -11,9 +11,9 @@ MAN8 = man/blkmirror.8 man/hbsend.8 man/hbwatch.8 man/splitbrain.8 \
 	man/vipctl.8
 MAN7 = man/hatrio-link.7
 LIBOBJ = lib/log.o lib/util.o lib/key.o lib/ctl.o lib/gi.o lib/hb.o \
-	lib/ioq.o lib/link.o lib/meta.o lib/nbd.o lib/savefile.o
+	lib/ioq.o lib/link.o lib/meta.o lib/nbd.o lib/repl.o lib/savefile.o
 HDR = lib/hatrio.h lib/ctl.h lib/gi.h lib/hb.h lib/ioq.h lib/link.h \
-	lib/meta.h lib/nbd.h lib/savefile.h
+	lib/meta.h lib/nbd.h lib/repl.h lib/savefile.h
 LIB = lib/libhatrio.a
 
 # test tools and C unit tests, built by "make tests" and "make check"
