@@ -20,7 +20,7 @@ teardown() {
 	    --randseed=7 --fsync=64 --output=/dev/null
 	[ "$(cl_sum a)" = "$(cl_sum b)" ]
 	run -0 qemu-io -f raw -c flush "$(cl_uri a)"
-	cl_wait a peer.c.lag_bytes 0
+	cl_wait a peer.c.lag_bytes 0 30
 	[ "$(cl_sum a)" = "$(cl_sum c)" ]
 	run -0 cl_status a peer.b.oos_bytes
 	[ "$output" = 0 ]
