@@ -121,6 +121,7 @@ static uint64_t			 evseq;
 static unsigned char		 zeroes[65536];
 static TAILQ_HEAD(, peer)	 peers = TAILQ_HEAD_INITIALIZER(peers);
 static int			 npeers, qmode, had_quorum = 1, crashed;
+static int			 forced;	/* primary --force: no quorum */
 static unsigned int		 nsusp, nheld;
 static uint64_t			 qmax = 64ULL << 20;
 static unsigned char		 key[HATRIO_KEY_BYTES];
@@ -783,7 +784,7 @@ have_quorum(void)
 	struct peer	*p;
 	int		 n = 1;
 
-	if (qmode == Q_OFF)
+	if (qmode == Q_OFF || forced)
 		return 1;
 	TAILQ_FOREACH(p, &peers, entry)
 		n += peer_counts(p);
@@ -1268,14 +1269,14 @@ static void
 on_close(struct link *l, const char *reason)
 {
 	struct peer	*p = link_arg(l);
+	int		 up = p != NULL && p->link == l;
 
-	if (p != NULL && p->link == l)
+	if (up)
 		peer_down(p, reason);
 	if (p != NULL && reason != NULL && *reason != '\0' &&
 	    strcmp(p->last_error, "queue overflow") != 0)
 		snprintf(p->last_error, sizeof(p->last_error), "%s", reason);
-	if (reason != NULL && *reason != '\0' &&
-	    (p == NULL || p->lc == NULL))
+	if (!up && reason != NULL && *reason != '\0')
 		log_warnx("peer link %s%s%s: %s", p ? p->name : "",
 		    p ? " " : "", link_peer_addr(l), reason);
 	if (p == NULL || p->lc == NULL)
@@ -1767,9 +1768,15 @@ ctl_read(struct bufferevent *bev, void *arg)
 				free(line);
 				continue;
 			}
+			if (!primary && strchr(line, '-') != NULL) {
+				log_warnx("forced to primary: acknowledging "
+				    "writes without quorum");
+				forced = 1;
+			}
 			set_role(1);
 			evbuffer_add_printf(out, "ok\n");
 		} else if (strcmp(line, "secondary") == 0) {
+			forced = 0;
 			set_role(0);
 			evbuffer_add_printf(out, "ok\n");
 		} else

@@ -51,7 +51,7 @@ cl_start() {
 }
 
 cl_stop() { stop_daemon "bm$1"; }
-cl_kill() { kill_daemon "bm$1" KILL; }
+cl_kill() { kill_daemon "bm$1" KILL || true; }
 cl_ctl() { blkmirror ctl "$C/$1/ctl.sock" "$2"; }
 cl_status() { cl_ctl "$1" status | sed -n "s/^$2=//p"; }
 cl_wait() {
