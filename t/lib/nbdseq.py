@@ -3,6 +3,10 @@
 #	(block n at offset (n % BLOCKS) * 4096, filled with n), one at a
 #	time, appending n to LOG after its reply came; until the connection
 #	ends.
+# nbdseq.py epochs SOCKET LOG BLOCKS: epoch e = 1, 2, ... writes e into
+#	blocks 0..BLOCKS-1 and ends with a FLUSH; until the connection ends.
+# nbdseq.py prefix FILE - BLOCKS: every block of the store FILE holds the
+#	same epoch number (a whole epoch, never part of one); prints it.
 # nbdseq.py check SOCKET LOG BLOCKS: read every block back and check that
 #	each holds the last acknowledged number for it, or a later one.
 #	Prints "checked N acknowledged writes" or exits 1 naming a block.
@@ -51,7 +55,26 @@ def request(s, typ, off, data=b"", ln=0):
 def main():
     mode, path, log, blocks = sys.argv[1:5]
     blocks = int(blocks)
+    if mode == "prefix":
+        with open(path, "rb") as f:
+            got = set(struct.unpack("<Q", f.read(BS)[:8])[0]
+                      for _ in range(blocks))
+        if len(got) != 1:
+            print("blocks from several epochs: %s" % sorted(got))
+            return 1
+        print("epoch %d" % got.pop())
+        return 0
     s = connect(path)
+    if mode == "epochs":
+        e = 0
+        try:
+            while True:
+                e += 1
+                for b in range(blocks):
+                    request(s, 1, b * BS, struct.pack("<Q", e) * (BS // 8))
+                request(s, 3, 0)
+        except (EOFError, OSError):
+            return 0
     if mode == "write":
         with open(log, "a") as f:
             n = 0
