@@ -18,11 +18,13 @@ teardown() {
 	cl_up
 	start_bg seq python3 "$BATS_TEST_DIRNAME/lib/nbdseq.py" write \
 	    "$C/a/nbd.sock" "$C/seq.log" 512
-	wait_for 10 eval '[ "$(wc -l <"$C/seq.log" 2>/dev/null)" -gt 300 ]' || { cat "$C/seq.err"; false; }
+	wait_for 10 eval '[ "$(cat "$C/seq.log" 2>/dev/null | wc -l)" -gt 300 ]' || { cat "$C/seq.err"; false; }
 	cl_kill a
 	wait_for 10 eval '! kill -0 $(cat "$C/seq.pid") 2>/dev/null'
 	cl_wait b peer.a.connected 0
-	run -0 cl_ctl b primary
+	cl_wait c peer.a.connected 0
+	# (until c's news that a is gone reached b, c vetoes)
+	wait_for 5 cl_ctl b primary
 	run -0 python3 "$BATS_TEST_DIRNAME/lib/nbdseq.py" check \
 	    "$C/b/nbd.sock" "$C/seq.log" 512
 	[[ "$output" =~ ^checked\ [0-9]+\ acknowledged\ writes$ ]]
