@@ -19,7 +19,7 @@ LIB = lib/libhatrio.a
 # test tools and C unit tests, built by "make tests" and "make check"
 TESTBIN = t/wanproxy t/libcheck t/hbpkt t/linkpump
 UNIT = t/unit/util t/unit/gi t/unit/hb t/unit/link t/unit/meta \
-	t/unit/nbd t/unit/savefile
+	t/unit/nbd t/unit/repl t/unit/savefile
 
 # fuzz targets (libFuzzer): "make fuzz" runs each for FUZZ_TIME seconds
 FUZZ = t/fuzz/hb t/fuzz/link_hello t/fuzz/link_frames
