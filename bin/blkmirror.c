@@ -1345,12 +1345,17 @@ rjob_submit(struct peer *p, uint64_t seq, uint16_t cmd, uint64_t off,
 }
 
 /*
- * The DR node's journal: an epoch's writes are appended as they come, the
- * epoch's end appends a commit record (with a hash over the records) and
- * syncs; then the records are applied, the store synced, and the journal
- * emptied.  A journal with a good commit record found at start is applied
- * again, one without is dropped: the store always holds whole epochs.
+ * The DR node's journal: a header block, then the records of one epoch
+ * (offset, length, command; the data of a write).  The records are
+ * written as they come; the epoch's end writes the header (magic, epoch,
+ * end, a BLAKE2b hash over the records) and syncs: the commit point.
+ * Then the records are applied, the store synced, and the header's magic
+ * cleared, which needs no sync: applying again is harmless.  A header
+ * found at start whose hash matches is applied again; anything else is
+ * an epoch that never completed and is ignored.  The file keeps its
+ * blocks, so that an epoch costs two syncs and no file system metadata.
  */
+#define J_HDR		4096
 #define J_REC		16	/* offset 8, length 4, command 2, pad 2 */
 #define J_COMMIT	(8 + 8 + 8 + 32)
 static const char	 j_magic[8] = "HTJCOMIT";
@@ -1378,57 +1383,55 @@ journal_append(const struct repl_data *d)
 	j_add(h, sizeof(h));
 	if (d->cmd == NBD_CMD_WRITE)
 		j_add(d->data, d->len);
+	jrecs++;
 }
 
-/* Apply the records in [0, end) of the journal. */
+/* Apply the records in [J_HDR, end), sync, and mark the epoch done. */
 static int
 journal_apply(uint64_t end)
 {
 	unsigned char	 h[J_REC], *buf;
-	uint64_t	 pos = 0, off;
+	uint64_t	 pos = J_HDR, off;
 	uint32_t	 len;
-	int		 i, e;
+	int		 i, e = 0;
 
 	if ((buf = malloc(REPL_CHUNK)) == NULL)
 		return ENOMEM;
-	while (pos + J_REC <= end) {
+	while (e == 0 && pos + J_REC <= end) {
 		if (pread(jfd, h, J_REC, pos) != J_REC) {
-			free(buf);
-			return EIO;
+			e = EIO;
+			break;
 		}
 		for (off = 0, i = 7; i >= 0; i--)
 			off = off << 8 | h[i];
 		for (len = 0, i = 3; i >= 0; i--)
 			len = len << 8 | h[8 + i];
 		pos += J_REC;
-		if (len > REPL_CHUNK || off + len > m->size) {
-			free(buf);
-			return EINVAL;
+		if (len > REPL_CHUNK || off > m->size || len > m->size - off) {
+			e = EINVAL;
+			break;
 		}
 		if (h[12] == NBD_CMD_WRITE) {
 			if (pread(jfd, buf, len, pos) != (ssize_t)len) {
-				free(buf);
-				return EIO;
+				e = EIO;
+				break;
 			}
 			pos += len;
 		}
-		if ((e = apply(h[12], off, len, buf, 0)) != 0) {
-			free(buf);
-			return e;
-		}
+		e = apply(h[12], off, len, buf, 0);
 	}
 	free(buf);
-	if (fdatasync(devfd) == -1)
-		return errno;
-	if (ftruncate(jfd, 0) == -1 || fdatasync(jfd) == -1)
-		return errno;
-	return 0;
+	if (e == 0 && fdatasync(devfd) == -1)
+		e = errno;
+	if (e == 0 && meta_pwrite(jfd, zeroes, 8, 0) == -1)
+		e = errno;
+	return e;
 }
 
 static void
 journal_reset(void)
 {
-	jend = 0;
+	jend = J_HDR;
 	jerr = 0;
 	jrecs = 0;
 	crypto_generichash_init(&jh, NULL, 0, 32);
@@ -1441,13 +1444,18 @@ journal_commit(uint64_t epoch)
 	uint64_t	 end = jend;
 	int		 i, e;
 
+	if (jrecs == 0) {
+		journal_reset();
+		epochs_applied++;
+		return 0;
+	}
 	memcpy(c, j_magic, 8);
 	for (i = 0; i < 8; i++) {
 		c[8 + i] = epoch >> (8 * i);
 		c[16 + i] = end >> (8 * i);
 	}
 	crypto_generichash_final(&jh, c + 24, 32);
-	if (jerr == 0 && meta_pwrite(jfd, c, J_COMMIT, end) == -1)
+	if (jerr == 0 && meta_pwrite(jfd, c, J_COMMIT, 0) == -1)
 		jerr = errno;
 	if (jerr == 0 && fdatasync(jfd) == -1)
 		jerr = errno;
@@ -1458,7 +1466,7 @@ journal_commit(uint64_t epoch)
 	return e;
 }
 
-/* At start: finish an epoch whose commit record made it to disk. */
+/* At start: finish an epoch whose commit made it to disk. */
 static void
 journal_recover(void)
 {
@@ -1471,36 +1479,31 @@ journal_recover(void)
 
 	if (fstat(jfd, &sb) == -1)
 		fatal("%s", jpath);
-	if (sb.st_size >= J_COMMIT && pread(jfd, c, J_COMMIT, sb.st_size -
-	    J_COMMIT) == J_COMMIT && memcmp(c, j_magic, 8) == 0) {
-		for (i = 7; i >= 0; i--)
-			end = end << 8 | c[16 + i];
-		if (end + J_COMMIT != (uint64_t)sb.st_size)
-			end = UINT64_MAX;
-	} else
-		end = UINT64_MAX;
-	if (end != UINT64_MAX) {
-		crypto_generichash_init(&st, NULL, 0, 32);
-		for (pos = 0; pos < end; pos += n) {
-			n = end - pos < sizeof(buf) ? end - pos : sizeof(buf);
-			if ((n = pread(jfd, buf, n, pos)) <= 0)
-				fatal("%s", jpath);
-			crypto_generichash_update(&st, buf, n);
-		}
-		crypto_generichash_final(&st, h, 32);
-		if (sodium_memcmp(h, c + 24, 32) != 0)
-			end = UINT64_MAX;
-	}
-	if (end != UINT64_MAX) {
-		log_info("%s: applying a committed epoch again", jpath);
-		if ((e = journal_apply(end)) != 0)
-			fatalx("%s: %s", jpath, strerror(e));
-	} else if (sb.st_size > 0) {
-		log_info("%s: dropping an incomplete epoch", jpath);
-		if (ftruncate(jfd, 0) == -1 || fdatasync(jfd) == -1)
-			fatal("%s", jpath);
-	}
 	journal_reset();
+	if (sb.st_size < J_HDR || pread(jfd, c, J_COMMIT, 0) != J_COMMIT ||
+	    memcmp(c, j_magic, 8) != 0)
+		return;
+	for (i = 7; i >= 0; i--)
+		end = end << 8 | c[16 + i];
+	if (end < J_HDR || end > (uint64_t)sb.st_size) {
+		log_info("%s: dropping an incomplete epoch", jpath);
+		return;
+	}
+	crypto_generichash_init(&st, NULL, 0, 32);
+	for (pos = J_HDR; pos < end; pos += n) {
+		n = end - pos < sizeof(buf) ? end - pos : sizeof(buf);
+		if ((n = pread(jfd, buf, n, pos)) <= 0)
+			fatal("%s", jpath);
+		crypto_generichash_update(&st, buf, n);
+	}
+	crypto_generichash_final(&st, h, 32);
+	if (sodium_memcmp(h, c + 24, 32) != 0) {
+		log_info("%s: dropping an incomplete epoch", jpath);
+		return;
+	}
+	log_info("%s: applying a committed epoch again", jpath);
+	if ((e = journal_apply(end)) != 0)
+		fatalx("%s: %s", jpath, strerror(e));
 }
 
 static void
