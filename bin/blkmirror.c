@@ -81,6 +81,7 @@ struct peer {
 	struct link		*link;		/* ready link or NULL */
 	int			 hello;		/* its HELLO came */
 	uint32_t		 flags;		/* REPL_F_* it last sent */
+	uint32_t		 sent_flags;	/* ours, as we last sent them */
 	enum pstate		 st;
 	uint64_t		 gen;		/* bumped per link lost */
 	uint64_t		 seq, epoch;
@@ -747,10 +748,16 @@ peer_flags_changed(void)
 	struct peer	*p;
 	unsigned char	 b[REPL_STATE_SIZE];
 
-	TAILQ_FOREACH(p, &peers, entry)
-		if (p->link != NULL && p->hello)
-			link_send(p->link, REPL_STATE, b,
-			    repl_state_enc(b, my_flags(p)));
+	uint32_t	 f;
+
+	/* Only changes: two secondaries must not echo each other. */
+	TAILQ_FOREACH(p, &peers, entry) {
+		if (p->link == NULL || !p->hello ||
+		    (f = my_flags(p)) == p->sent_flags)
+			continue;
+		p->sent_flags = f;
+		link_send(p->link, REPL_STATE, b, repl_state_enc(b, f));
+	}
 }
 
 static uint32_t
@@ -1172,7 +1179,7 @@ send_hello(struct peer *p)
 	memset(&h, 0, sizeof(h));
 	h.version = REPL_VERSION;
 	h.size = m->size;
-	h.flags = my_flags(p);
+	h.flags = p->sent_flags = my_flags(p);
 	h.current = m->gi_current;
 	h.bitmap = m->peer[p->slot].bitmap_gi;
 	h.history[0] = m->gi_history[0];
