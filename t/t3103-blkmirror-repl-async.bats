@@ -18,6 +18,8 @@ teardown() {
 	start_bg ep python3 "$BATS_TEST_DIRNAME/lib/nbdseq.py" epochs \
 	    "$C/a/nbd.sock" - 64
 	wait_for 20 eval '[ "$(cl_status c epochs_applied)" -gt 20 ]'
+	start_bg ev blkmirror ctl "$C/a/ctl.sock" events
+	wait_line ev ' a state role=primary '
 	sleep "0.$((RANDOM % 10))"
 	cl_kill c
 	kill_daemon ep TERM || true
@@ -27,6 +29,9 @@ teardown() {
 	[[ "$output" =~ ^epoch\ [0-9]+$ ]]
 	echo "$output"
 	cl_wait a peer.c.state needs-resync
+	wait_line ev ' a peer-disconnect peer=c reason="'
+	wait_line ev ' a generation peer=c gi_current=[0-9a-f]{16} bitmap_gi=1234567890abcdef '
+	wait_line ev ' a verdict peer=c verdict=source state=needs-resync '
 	[ "$(cl_status a peer.c.oos_bytes)" -gt 0 ]
 }
 
