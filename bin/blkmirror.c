@@ -136,7 +136,10 @@ static int			 metabm;
 static int			 jfd = -1, jerr;
 static char			*jpath;
 static uint64_t			 jend, jrecs, epochs_applied;
-static crypto_generichash_state	 jh;
+static uint64_t			 jstart, jbound, jbseq, jbepoch, jbgen;
+static unsigned int		 jbflushes;
+static struct peer		*jbpeer;
+static struct event		*jtimer;
 static struct evconnlistener	*peer_lev;
 static void	on_ready(struct link *, const char *);
 static void	on_message(struct link *, unsigned, const void *, size_t);
@@ -160,6 +163,8 @@ static void	repl_write(struct nbd_req *);
 static void	repl_flush(struct nbd_req *);
 static void	req_maybe_done(struct nbd_req *);
 static int	have_quorum(void);
+static void	journal_cut(void);
+static void	journal_commit(void);
 
 static void
 usage(void)
@@ -1154,6 +1159,8 @@ peer_down(struct peer *p, const char *reason)
 	}
 	if (p->st != PS_BEHIND || !primary)
 		p->st = PS_DOWN;
+	if (!primary && jfd != -1 && (jbpeer == p || jend > jbound))
+		journal_cut();
 	if (was) {
 		log_info("peer %s: disconnected: %s", p->name, reason);
 		emit("peer-disconnect", "peer=%s reason=\"%s\"", p->name,
@@ -1352,27 +1359,31 @@ rjob_submit(struct peer *p, uint64_t seq, uint16_t cmd, uint64_t off,
 }
 
 /*
- * The DR node's journal: a header block, then the records of one epoch
- * (offset, length, command; the data of a write).  The records are
- * written as they come; the epoch's end writes the header (magic, epoch,
- * end, a BLAKE2b hash over the records) and syncs: the commit point.
- * Then the records are applied, the store synced, and the header's magic
- * cleared, which needs no sync: applying again is harmless.  A header
- * found at start whose hash matches is applied again; anything else is
- * an epoch that never completed and is ignored.  The file keeps its
- * blocks, so that an epoch costs two syncs and no file system metadata.
+ * The DR node's journal: a header block, then records (offset, length,
+ * command; the data of a write), written as they come.  A FLUSH marks an
+ * epoch boundary.  A commit, at most every J_DELAY_USEC or when much is
+ * waiting, covers every complete epoch [jstart, jbound): it writes the
+ * header (magic, epoch, start, end, a BLAKE2b hash over those records)
+ * and syncs: the commit point.  Then the records are applied, the store
+ * synced, and the header's magic cleared, which needs no sync: applying
+ * again is harmless.  The records of an epoch not yet complete stay
+ * after jbound for the next commit.  A header found at start whose hash
+ * matches is applied again; anything else never completed and is
+ * ignored.  The file keeps its blocks, so that a commit costs two syncs
+ * and no file system metadata.
  */
 #define J_HDR		4096
 #define J_REC		16	/* offset 8, length 4, command 2, pad 2 */
-#define J_COMMIT	(8 + 8 + 8 + 32)
-static const char	 j_magic[8] = "HTJCOMIT";
+#define J_COMMIT	(8 + 8 + 8 + 8 + 32)
+#define J_DELAY_USEC	20000
+#define J_EAGER		(64ULL << 20)	/* commit at once beyond this */
+static const char	 j_magic[8] = "HTJCOMT2";
 
 static void
 j_add(const void *b, size_t n)
 {
 	if (jerr == 0 && meta_pwrite(jfd, b, n, jend) == -1)
 		jerr = errno;
-	crypto_generichash_update(&jh, b, n);
 	jend += n;
 }
 
@@ -1393,12 +1404,32 @@ journal_append(const struct repl_data *d)
 	jrecs++;
 }
 
-/* Apply the records in [J_HDR, end), sync, and mark the epoch done. */
+/* BLAKE2b over [start, end) of the journal; 0 or an errno. */
 static int
-journal_apply(uint64_t end)
+journal_hash(uint64_t start, uint64_t end, unsigned char *out)
+{
+	crypto_generichash_state st;
+	unsigned char	 buf[65536];
+	uint64_t	 pos;
+	ssize_t		 n;
+
+	crypto_generichash_init(&st, NULL, 0, 32);
+	for (pos = start; pos < end; pos += n) {
+		n = end - pos < sizeof(buf) ? end - pos : sizeof(buf);
+		if ((n = pread(jfd, buf, n, pos)) <= 0)
+			return n == 0 ? EIO : errno;
+		crypto_generichash_update(&st, buf, n);
+	}
+	crypto_generichash_final(&st, out, 32);
+	return 0;
+}
+
+/* Apply the records in [start, end), sync, and mark them done. */
+static int
+journal_apply(uint64_t start, uint64_t end)
 {
 	unsigned char	 h[J_REC], *buf;
-	uint64_t	 pos = J_HDR, off;
+	uint64_t	 pos = start, off;
 	uint32_t	 len;
 	int		 i, e = 0;
 
@@ -1435,53 +1466,103 @@ journal_apply(uint64_t end)
 	return e;
 }
 
+/* Commit and apply every complete epoch, then ACK the last FLUSH. */
+static void
+journal_commit(void)
+{
+	unsigned char	 c[J_COMMIT], b[REPL_ACK_SIZE];
+	int		 i, e = 0;
+
+	if (jtimer != NULL)
+		evtimer_del(jtimer);
+	if (jbflushes == 0)
+		return;
+	if (jbound > jstart) {
+		memcpy(c, j_magic, 8);
+		for (i = 0; i < 8; i++) {
+			c[8 + i] = jbepoch >> (8 * i);
+			c[16 + i] = jstart >> (8 * i);
+			c[24 + i] = jbound >> (8 * i);
+		}
+		e = jerr;
+		if (e == 0)
+			e = journal_hash(jstart, jbound, c + 32);
+		if (e == 0 && meta_pwrite(jfd, c, J_COMMIT, 0) == -1)
+			e = errno;
+		if (e == 0 && fdatasync(jfd) == -1)
+			e = errno;
+		if (e == 0)
+			e = journal_apply(jstart, jbound);
+	}
+	if (e != 0) {
+		log_warnx("journal %s: %s", jpath, strerror(e));
+		jerr = 0;
+	} else
+		epochs_applied += jbflushes;
+	jstart = jbound;
+	if (jstart == jend)
+		jstart = jbound = jend = J_HDR;
+	jbflushes = 0;
+	if (jbpeer != NULL && jbpeer->gen == jbgen && jbpeer->link != NULL)
+		link_send(jbpeer->link, REPL_ACK, b, repl_ack_enc(b, jbseq, e));
+	jbpeer = NULL;
+}
+
+static void
+journal_tick(evutil_socket_t fd, short what, void *arg)
+{
+	(void)fd;
+	(void)what;
+	(void)arg;
+	journal_commit();
+}
+
+/* A FLUSH from p ends an epoch: commit soon, or now if much waits. */
+static void
+journal_boundary(struct peer *p, const struct repl_flush *f)
+{
+	struct timeval	tv = { 0, J_DELAY_USEC };
+
+	if (jbflushes > 0 && jbpeer != p)
+		journal_commit();
+	jbound = jend;
+	jbseq = f->seq;
+	jbepoch = f->epoch;
+	jbpeer = p;
+	jbgen = p->gen;
+	jbflushes++;
+	if (jbound - jstart > J_EAGER)
+		journal_commit();
+	else if (!evtimer_pending(jtimer, NULL))
+		evtimer_add(jtimer, &tv);
+}
+
+/* The DR stream ended: keep the complete epochs, drop the rest. */
+static void
+journal_cut(void)
+{
+	journal_commit();
+	jstart = jbound = jend = J_HDR;
+}
+
 static void
 journal_reset(void)
 {
-	jend = J_HDR;
+	jstart = jbound = jend = J_HDR;
 	jerr = 0;
 	jrecs = 0;
-	crypto_generichash_init(&jh, NULL, 0, 32);
+	if (jtimer == NULL && (jtimer = evtimer_new(base, journal_tick,
+	    NULL)) == NULL)
+		fatalx("evtimer_new");
 }
 
-static int
-journal_commit(uint64_t epoch)
-{
-	unsigned char	 c[J_COMMIT];
-	uint64_t	 end = jend;
-	int		 i, e;
-
-	if (jrecs == 0) {
-		journal_reset();
-		epochs_applied++;
-		return 0;
-	}
-	memcpy(c, j_magic, 8);
-	for (i = 0; i < 8; i++) {
-		c[8 + i] = epoch >> (8 * i);
-		c[16 + i] = end >> (8 * i);
-	}
-	crypto_generichash_final(&jh, c + 24, 32);
-	if (jerr == 0 && meta_pwrite(jfd, c, J_COMMIT, 0) == -1)
-		jerr = errno;
-	if (jerr == 0 && fdatasync(jfd) == -1)
-		jerr = errno;
-	e = jerr ? jerr : journal_apply(end);
-	journal_reset();
-	if (e == 0)
-		epochs_applied++;
-	return e;
-}
-
-/* At start: finish an epoch whose commit made it to disk. */
+/* At start: finish a commit that made it to disk. */
 static void
 journal_recover(void)
 {
-	crypto_generichash_state st;
-	unsigned char	 c[J_COMMIT], h[32], buf[65536];
+	unsigned char	 c[J_COMMIT], h[32];
 	struct stat	 sb;
-	uint64_t	 end = 0, pos;
-	ssize_t		 n;
+	uint64_t	 start = 0, end = 0;
 	int		 i, e;
 
 	if (fstat(jfd, &sb) == -1)
@@ -1490,26 +1571,18 @@ journal_recover(void)
 	if (sb.st_size < J_HDR || pread(jfd, c, J_COMMIT, 0) != J_COMMIT ||
 	    memcmp(c, j_magic, 8) != 0)
 		return;
-	for (i = 7; i >= 0; i--)
-		end = end << 8 | c[16 + i];
-	if (end < J_HDR || end > (uint64_t)sb.st_size) {
-		log_info("%s: dropping an incomplete epoch", jpath);
-		return;
+	for (i = 7; i >= 0; i--) {
+		start = start << 8 | c[16 + i];
+		end = end << 8 | c[24 + i];
 	}
-	crypto_generichash_init(&st, NULL, 0, 32);
-	for (pos = J_HDR; pos < end; pos += n) {
-		n = end - pos < sizeof(buf) ? end - pos : sizeof(buf);
-		if ((n = pread(jfd, buf, n, pos)) <= 0)
-			fatal("%s", jpath);
-		crypto_generichash_update(&st, buf, n);
-	}
-	crypto_generichash_final(&st, h, 32);
-	if (sodium_memcmp(h, c + 24, 32) != 0) {
+	if (start < J_HDR || end < start || end > (uint64_t)sb.st_size ||
+	    journal_hash(start, end, h) != 0 ||
+	    sodium_memcmp(h, c + 32, 32) != 0) {
 		log_info("%s: dropping an incomplete epoch", jpath);
 		return;
 	}
 	log_info("%s: applying a committed epoch again", jpath);
-	if ((e = journal_apply(end)) != 0)
+	if ((e = journal_apply(start, end)) != 0)
 		fatalx("%s: %s", jpath, strerror(e));
 }
 
@@ -1521,7 +1594,6 @@ on_message(struct link *l, unsigned type, const void *buf, size_t len)
 	struct repl_data	 d;
 	struct repl_flush	 f;
 	struct pend		*pd, *tmp;
-	unsigned char		 b[REPL_ACK_SIZE];
 	uint64_t		 seq, cur, hist[GI_HISTORY];
 	uint32_t		 e, fl;
 
@@ -1568,11 +1640,7 @@ on_message(struct link *l, unsigned type, const void *buf, size_t len)
 		if (repl_flush_dec(buf, len, &f) == -1 || primary)
 			goto bad;
 		if (f.flags & REPL_D_ASYNC) {
-			e = journal_commit(f.epoch);
-			if (e != 0)
-				log_warnx("journal %s: %s", jpath,
-				    strerror(e));
-			link_send(l, REPL_ACK, b, repl_ack_enc(b, f.seq, e));
+			journal_boundary(p, &f);
 			return;
 		}
 		rjob_submit(p, f.seq, NBD_CMD_FLUSH, 0, 0, 0, NULL);
@@ -1866,6 +1934,8 @@ finish(void)
 		log_warn("%s", devpath);
 		rv = EXIT_SYS;
 	}
+	if (jfd != -1)
+		journal_commit();
 	for (int p = 0; p < META_PEERS; p++)
 		if (m->peer[p].in_use && m->peer[p].bm_dirty &&
 		    meta_bm_flush(m, p) == -1) {
