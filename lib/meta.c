@@ -36,6 +36,7 @@
 #define H_GI		152
 #define H_GIHIST	160
 #define H_BMBYTES	176
+#define H_PROMOTED	184
 #define H_PEERS		256
 #define H_PEERSIZE	256
 #define P_NAME		0
@@ -236,6 +237,7 @@ meta_encode(struct meta *m, unsigned char *buf, uint64_t *off)
 	put64(buf + H_GIHIST, m->gi_history[0]);
 	put64(buf + H_GIHIST + 8, m->gi_history[1]);
 	put64(buf + H_BMBYTES, m->bm_bytes);
+	put64(buf + H_PROMOTED, m->promoted_at);
 	for (p = 0; p < META_PEERS; p++) {
 		pp = buf + H_PEERS + p * H_PEERSIZE;
 		memcpy(pp + P_NAME, m->peer[p].name, strlen(m->peer[p].name));
@@ -322,6 +324,54 @@ meta_bm_flush(struct meta *m, int p)
 }
 
 /*
+ * meta_bm_stage: in the loop, copy peer p's bitmap to snap and make the
+ * header name the other copy; the caller writes snap there with
+ * meta_pwrite() (in a worker), syncs, and then writes the header.
+ */
+uint64_t
+meta_bm_stage(struct meta *m, int p, unsigned char *snap)
+{
+	struct meta_peer	*mp = &m->peer[p];
+
+	memcpy(snap, mp->bm, m->bm_bytes);
+	crypto_generichash(mp->bm_hash, META_HASH_BYTES, snap, m->bm_bytes,
+	    NULL, 0);
+	mp->bm_copy ^= 1;
+	mp->bm_seq++;
+	bm_count(m, p);
+	mp->bm_dirty = 0;
+	return bm_offset(m, p, mp->bm_copy);
+}
+
+int
+meta_pwrite(int fd, const void *buf, size_t len, uint64_t off)
+{
+	return full_pwrite(fd, buf, len, off);
+}
+
+/* meta_peer_slot: the slot of peer name, taking a free one if new. */
+int
+meta_peer_slot(struct meta *m, const char *name)
+{
+	int	p;
+
+	if (strlen(name) == 0 || strlen(name) > META_NAME_MAX)
+		return -1;
+	for (p = 0; p < META_PEERS; p++)
+		if (m->peer[p].in_use && strcmp(m->peer[p].name, name) == 0)
+			return p;
+	for (p = 0; p < META_PEERS; p++)
+		if (!m->peer[p].in_use) {
+			snprintf(m->peer[p].name, sizeof(m->peer[p].name),
+			    "%s", name);
+			m->peer[p].in_use = 1;
+			m->peer[p].node_id = p + 1;
+			return p;
+		}
+	return -1;
+}
+
+/*
  * meta_decode: check one slot image and fill m from it.  Returns 0, or -1
  * with the reason in err; -2 for a version we do not know.
  */
@@ -362,6 +412,7 @@ meta_decode(struct meta *m, const unsigned char *buf, char *err,
 	m->gi_current = get64(buf + H_GI);
 	m->gi_history[0] = get64(buf + H_GIHIST);
 	m->gi_history[1] = get64(buf + H_GIHIST + 8);
+	m->promoted_at = get64(buf + H_PROMOTED);
 	meta_geometry(m);
 	if (m->size == 0 || m->block_size != META_BLOCK ||
 	    m->al_extent_size != META_AL_EXTENT ||
@@ -672,6 +723,7 @@ meta_dump(struct meta *m, void (*out)(void *, const char *), void *arg)
 	OUT("gi_current=%016" PRIx64, m->gi_current);
 	OUT("gi_history=%016" PRIx64 ",%016" PRIx64, m->gi_history[0],
 	    m->gi_history[1]);
+	OUT("promoted_at=%" PRIu64, m->promoted_at);
 	OUT("al_extent_size=%" PRIu32, m->al_extent_size);
 	OUT("al_limit=%" PRIu32, m->al_limit);
 	OUT("al_count=%" PRIu32, m->al_count);

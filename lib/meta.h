@@ -65,6 +65,7 @@ struct meta {
 	uint32_t	 flags;
 	uint64_t	 gi_current;
 	uint64_t	 gi_history[2];
+	uint64_t	 promoted_at;	/* wall usec of the last promotion */
 	struct meta_peer peer[META_PEERS];
 	uint32_t	 al_count;
 	uint32_t	 al[META_AL_CAP];	/* extent numbers */
@@ -102,6 +103,9 @@ int	 meta_write(int, const unsigned char *, uint64_t);
 void	 meta_written(struct meta *);
 int	 meta_sync(struct meta *);
 int	 meta_bm_flush(struct meta *, int);
+uint64_t meta_bm_stage(struct meta *, int, unsigned char *);
+int	 meta_pwrite(int, const void *, size_t, uint64_t);
+int	 meta_peer_slot(struct meta *, const char *);
 
 /* Activity log. */
 int	 meta_al_has(struct meta *, uint32_t);

@@ -109,6 +109,10 @@ struct nbd_req {
 	uint64_t		 cur, end, need_gen;
 	uint32_t		 ext_lo, ext_hi;
 	int			 fd;
+	/* replication (blkmirror) */
+	unsigned int		 acks;		/* peer ACKs still awaited */
+	int			 local_done, lerr, early_ok, repl;
+	uint64_t		 need_bm;	/* metadata generation to wait for */
 };
 
 struct nbd_stats {

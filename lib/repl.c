@@ -1,0 +1,226 @@
+/* See LICENSE file for copyright and license details. */
+/*
+ * repl.c: encoding and checked decoding of blkmirror's replication
+ * messages (see repl.h).  A decoder returns 0, or -1 when the message is
+ * too short, too long, or names something out of range; the caller then
+ * ends the link.
+ */
+#include <string.h>
+
+#include "nbd.h"
+#include "repl.h"
+
+static void
+put16(unsigned char *p, uint16_t v)
+{
+	p[0] = v;
+	p[1] = v >> 8;
+}
+
+static void
+put32(unsigned char *p, uint32_t v)
+{
+	int	i;
+
+	for (i = 0; i < 4; i++)
+		p[i] = v >> (8 * i);
+}
+
+static void
+put64(unsigned char *p, uint64_t v)
+{
+	int	i;
+
+	for (i = 0; i < 8; i++)
+		p[i] = v >> (8 * i);
+}
+
+static uint16_t
+get16(const unsigned char *p)
+{
+	return p[0] | (uint16_t)p[1] << 8;
+}
+
+static uint32_t
+get32(const unsigned char *p)
+{
+	uint32_t	v = 0;
+	int		i;
+
+	for (i = 3; i >= 0; i--)
+		v = (v << 8) | p[i];
+	return v;
+}
+
+static uint64_t
+get64(const unsigned char *p)
+{
+	uint64_t	v = 0;
+	int		i;
+
+	for (i = 7; i >= 0; i--)
+		v = (v << 8) | p[i];
+	return v;
+}
+
+size_t
+repl_hello_enc(unsigned char *b, const struct repl_hello *h)
+{
+	int	i;
+
+	put32(b, h->version);
+	put64(b + 4, h->size);
+	put32(b + 12, h->flags);
+	put64(b + 16, h->current);
+	put64(b + 24, h->bitmap);
+	for (i = 0; i < GI_HISTORY; i++)
+		put64(b + 32 + 8 * i, h->history[i]);
+	put64(b + 32 + 8 * GI_HISTORY, h->promoted_at);
+	put64(b + 40 + 8 * GI_HISTORY, h->oos_blocks);
+	return REPL_HELLO_SIZE;
+}
+
+int
+repl_hello_dec(const unsigned char *b, size_t len, struct repl_hello *h)
+{
+	int	i;
+
+	if (len != REPL_HELLO_SIZE)
+		return -1;
+	h->version = get32(b);
+	h->size = get64(b + 4);
+	h->flags = get32(b + 12);
+	h->current = get64(b + 16);
+	h->bitmap = get64(b + 24);
+	for (i = 0; i < GI_HISTORY; i++)
+		h->history[i] = get64(b + 32 + 8 * i);
+	h->promoted_at = get64(b + 32 + 8 * GI_HISTORY);
+	h->oos_blocks = get64(b + 40 + 8 * GI_HISTORY);
+	return 0;
+}
+
+size_t
+repl_data_enc(unsigned char *b, const struct repl_data *d)
+{
+	put64(b, d->seq);
+	put64(b + 8, d->epoch);
+	put64(b + 16, d->offset);
+	put32(b + 24, d->len);
+	put16(b + 28, d->cmd);
+	put16(b + 30, d->flags);
+	return REPL_DATA_HDR;
+}
+
+/* size: of the resource; the range must lie inside it. */
+int
+repl_data_dec(const unsigned char *b, size_t len, uint64_t size,
+    struct repl_data *d)
+{
+	if (len < REPL_DATA_HDR)
+		return -1;
+	d->seq = get64(b);
+	d->epoch = get64(b + 8);
+	d->offset = get64(b + 16);
+	d->len = get32(b + 24);
+	d->cmd = get16(b + 28);
+	d->flags = get16(b + 30);
+	if (d->len == 0 || d->len > REPL_CHUNK || d->offset > size ||
+	    d->len > size - d->offset)
+		return -1;
+	switch (d->cmd) {
+	case NBD_CMD_WRITE:
+		if (len != REPL_DATA_HDR + (size_t)d->len)
+			return -1;
+		d->data = b + REPL_DATA_HDR;
+		break;
+	case NBD_CMD_TRIM:
+	case NBD_CMD_WRITE_ZEROES:
+		if (len != REPL_DATA_HDR)
+			return -1;
+		d->data = NULL;
+		break;
+	default:
+		return -1;
+	}
+	return 0;
+}
+
+size_t
+repl_flush_enc(unsigned char *b, const struct repl_flush *f)
+{
+	put64(b, f->seq);
+	put64(b + 8, f->epoch);
+	put16(b + 16, f->flags);
+	return REPL_FLUSH_SIZE;
+}
+
+int
+repl_flush_dec(const unsigned char *b, size_t len, struct repl_flush *f)
+{
+	if (len != REPL_FLUSH_SIZE)
+		return -1;
+	f->seq = get64(b);
+	f->epoch = get64(b + 8);
+	f->flags = get16(b + 16);
+	return 0;
+}
+
+size_t
+repl_ack_enc(unsigned char *b, uint64_t seq, uint32_t err)
+{
+	put64(b, seq);
+	put32(b + 8, err);
+	return REPL_ACK_SIZE;
+}
+
+int
+repl_ack_dec(const unsigned char *b, size_t len, uint64_t *seq,
+    uint32_t *err)
+{
+	if (len != REPL_ACK_SIZE)
+		return -1;
+	*seq = get64(b);
+	*err = get32(b + 8);
+	return 0;
+}
+
+size_t
+repl_gi_enc(unsigned char *b, uint64_t cur, const uint64_t *hist)
+{
+	int	i;
+
+	put64(b, cur);
+	for (i = 0; i < GI_HISTORY; i++)
+		put64(b + 8 + 8 * i, hist[i]);
+	return REPL_GI_SIZE;
+}
+
+int
+repl_gi_dec(const unsigned char *b, size_t len, uint64_t *cur,
+    uint64_t *hist)
+{
+	int	i;
+
+	if (len != REPL_GI_SIZE)
+		return -1;
+	*cur = get64(b);
+	for (i = 0; i < GI_HISTORY; i++)
+		hist[i] = get64(b + 8 + 8 * i);
+	return *cur == 0 ? -1 : 0;
+}
+
+size_t
+repl_state_enc(unsigned char *b, uint32_t flags)
+{
+	put32(b, flags);
+	return REPL_STATE_SIZE;
+}
+
+int
+repl_state_dec(const unsigned char *b, size_t len, uint32_t *flags)
+{
+	if (len != REPL_STATE_SIZE)
+		return -1;
+	*flags = get32(b);
+	return 0;
+}

@@ -1,0 +1,90 @@
+/* See LICENSE file for copyright and license details. */
+/*
+ * repl.h: blkmirror's replication messages, carried by the secure link
+ * (link.h) between two nodes.  Every message has a fixed header, little
+ * endian; DATA is followed by the data of a WRITE.  Decoding checks every
+ * length and range before anything is used.
+ *
+ *	HELLO	version, size, flags, current, bitmap (for the receiver),
+ *		history[4], promoted_at, oos_blocks
+ *	STATE	flags: role changes and "connected to a primary"
+ *	GI	a primary's new current GI and history, for in-sync peers
+ *	DATA	seq, epoch, offset, length, command, flags [, data]
+ *	FLUSH	seq, epoch, flags
+ *	ACK	seq, error (0 or an errno); for async peers cumulative
+ */
+#ifndef REPL_H
+#define REPL_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "gi.h"
+
+#define REPL_VERSION	1
+
+enum repl_type {
+	REPL_HELLO = 1,
+	REPL_STATE,
+	REPL_GI,
+	REPL_DATA,
+	REPL_FLUSH,
+	REPL_ACK,
+};
+
+/* HELLO and STATE flags */
+#define REPL_F_PRIMARY		0x01	/* primary now */
+#define REPL_F_CRASHED		0x02	/* crashed as primary */
+#define REPL_F_PEER_PRIMARY	0x04	/* connected to another primary */
+#define REPL_F_INSYNC		0x08	/* STATE: the sender counts us as
+					   in sync */
+
+/* DATA and FLUSH flags */
+#define REPL_D_FUA		0x01
+#define REPL_D_ASYNC		0x02	/* epoch stream to a DR node */
+
+#define REPL_HELLO_SIZE		(4 + 8 + 4 + 8 + 8 + 8 * GI_HISTORY + 8 + 8)
+#define REPL_STATE_SIZE		4
+#define REPL_GI_SIZE		(8 + 8 * GI_HISTORY)
+#define REPL_DATA_HDR		(8 + 8 + 8 + 4 + 2 + 2)
+#define REPL_FLUSH_SIZE		(8 + 8 + 2)
+#define REPL_ACK_SIZE		(8 + 4)
+#define REPL_CHUNK		(1u << 20)	/* data per DATA message */
+
+struct repl_hello {
+	uint32_t	 version;
+	uint64_t	 size;
+	uint32_t	 flags;
+	uint64_t	 current, bitmap;
+	uint64_t	 history[GI_HISTORY];
+	uint64_t	 promoted_at;
+	uint64_t	 oos_blocks;
+};
+
+struct repl_data {
+	uint64_t	 seq, epoch, offset;
+	uint32_t	 len;
+	uint16_t	 cmd, flags;
+	const unsigned char *data;	/* WRITE: len bytes, else NULL */
+};
+
+struct repl_flush {
+	uint64_t	 seq, epoch;
+	uint16_t	 flags;
+};
+
+size_t	 repl_hello_enc(unsigned char *, const struct repl_hello *);
+int	 repl_hello_dec(const unsigned char *, size_t, struct repl_hello *);
+size_t	 repl_data_enc(unsigned char *, const struct repl_data *);
+int	 repl_data_dec(const unsigned char *, size_t, uint64_t,
+	    struct repl_data *);
+size_t	 repl_flush_enc(unsigned char *, const struct repl_flush *);
+int	 repl_flush_dec(const unsigned char *, size_t, struct repl_flush *);
+size_t	 repl_ack_enc(unsigned char *, uint64_t, uint32_t);
+int	 repl_ack_dec(const unsigned char *, size_t, uint64_t *, uint32_t *);
+size_t	 repl_gi_enc(unsigned char *, uint64_t, const uint64_t *);
+int	 repl_gi_dec(const unsigned char *, size_t, uint64_t *, uint64_t *);
+size_t	 repl_state_enc(unsigned char *, uint32_t);
+int	 repl_state_dec(const unsigned char *, size_t, uint32_t *);
+
+#endif /* REPL_H */

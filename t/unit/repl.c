@@ -1,0 +1,128 @@
+/* See LICENSE file for copyright and license details. */
+/*
+ * Unit tests for lib/repl.c: every message survives a round trip, and
+ * decoding refuses wrong lengths and ranges outside the resource.
+ */
+#include <stdlib.h>
+#include <string.h>
+
+#include "hatrio.h"
+#include "nbd.h"
+#include "repl.h"
+#include "unit.h"
+
+#define SIZE	(64ULL << 20)
+
+static unsigned char	 buf[REPL_DATA_HDR + REPL_CHUNK + 1];
+
+static void
+test_hello(void)
+{
+	struct repl_hello	 h, g;
+	size_t			 n;
+	int			 i;
+
+	memset(&h, 0, sizeof(h));
+	h.version = REPL_VERSION;
+	h.size = SIZE;
+	h.flags = REPL_F_PRIMARY | REPL_F_CRASHED;
+	h.current = 0x1234567890abcdefULL;
+	h.bitmap = 3;
+	for (i = 0; i < GI_HISTORY; i++)
+		h.history[i] = 100 + i;
+	h.promoted_at = 1764000000000000ULL;
+	h.oos_blocks = 77;
+	n = repl_hello_enc(buf, &h);
+	ok(n == REPL_HELLO_SIZE, "hello: size");
+	ok(repl_hello_dec(buf, n, &g) == 0 && memcmp(&h, &g, sizeof(h)) == 0,
+	    "hello: round trip");
+	ok(repl_hello_dec(buf, n - 1, &g) == -1, "hello: short refused");
+	ok(repl_hello_dec(buf, n + 1, &g) == -1, "hello: long refused");
+}
+
+static void
+test_data(void)
+{
+	struct repl_data	 d, g;
+	size_t			 n;
+
+	memset(&d, 0, sizeof(d));
+	d.seq = 5;
+	d.epoch = 2;
+	d.offset = SIZE - 8192;
+	d.len = 8192;
+	d.cmd = NBD_CMD_WRITE;
+	d.flags = REPL_D_FUA;
+	n = repl_data_enc(buf, &d);
+	memset(buf + n, 0xab, d.len);
+	ok(repl_data_dec(buf, n + d.len, SIZE, &g) == 0 && g.seq == 5 &&
+	    g.epoch == 2 && g.offset == SIZE - 8192 && g.len == 8192 &&
+	    g.cmd == NBD_CMD_WRITE && g.flags == REPL_D_FUA &&
+	    g.data == buf + REPL_DATA_HDR, "data: write round trip");
+	ok(repl_data_dec(buf, n + d.len - 1, SIZE, &g) == -1,
+	    "data: write shorter than its length refused");
+	ok(repl_data_dec(buf, n + d.len + 1, SIZE, &g) == -1,
+	    "data: write longer than its length refused");
+	ok(repl_data_dec(buf, n - 1, SIZE, &g) == -1, "data: short header");
+	ok(repl_data_dec(buf, n + d.len, SIZE - 4096, &g) == -1,
+	    "data: past the end refused");
+	d.offset = UINT64_MAX - 100;
+	repl_data_enc(buf, &d);
+	ok(repl_data_dec(buf, n + d.len, SIZE, &g) == -1,
+	    "data: offset overflow refused");
+	d.offset = 0;
+	d.len = REPL_CHUNK + 1;
+	repl_data_enc(buf, &d);
+	ok(repl_data_dec(buf, n + d.len, SIZE, &g) == -1,
+	    "data: more than a chunk refused");
+	d.len = 0;
+	repl_data_enc(buf, &d);
+	ok(repl_data_dec(buf, n, SIZE, &g) == -1, "data: empty refused");
+	d.len = 4096;
+	d.cmd = NBD_CMD_TRIM;
+	repl_data_enc(buf, &d);
+	ok(repl_data_dec(buf, n, SIZE, &g) == 0 && g.data == NULL,
+	    "data: trim without payload");
+	ok(repl_data_dec(buf, n + 1, SIZE, &g) == -1,
+	    "data: trim with payload refused");
+	d.cmd = NBD_CMD_READ;
+	repl_data_enc(buf, &d);
+	ok(repl_data_dec(buf, n, SIZE, &g) == -1, "data: read refused");
+}
+
+static void
+test_small(void)
+{
+	struct repl_flush	 f = { 9, 4, REPL_D_ASYNC }, g;
+	uint64_t		 seq, cur, hist[GI_HISTORY];
+	uint64_t		 h0[GI_HISTORY] = { 1, 2, 3, 4 };
+	uint32_t		 e, fl;
+	size_t			 n;
+
+	n = repl_flush_enc(buf, &f);
+	ok(repl_flush_dec(buf, n, &g) == 0 && g.seq == 9 && g.epoch == 4 &&
+	    g.flags == REPL_D_ASYNC, "flush: round trip");
+	ok(repl_flush_dec(buf, n - 1, &g) == -1, "flush: short refused");
+	n = repl_ack_enc(buf, 42, 5);
+	ok(repl_ack_dec(buf, n, &seq, &e) == 0 && seq == 42 && e == 5,
+	    "ack: round trip");
+	ok(repl_ack_dec(buf, n + 1, &seq, &e) == -1, "ack: long refused");
+	n = repl_gi_enc(buf, 77, h0);
+	ok(repl_gi_dec(buf, n, &cur, hist) == 0 && cur == 77 &&
+	    memcmp(hist, h0, sizeof(h0)) == 0, "gi: round trip");
+	n = repl_gi_enc(buf, 0, h0);
+	ok(repl_gi_dec(buf, n, &cur, hist) == -1, "gi: zero refused");
+	n = repl_state_enc(buf, REPL_F_PEER_PRIMARY);
+	ok(repl_state_dec(buf, n, &fl) == 0 && fl == REPL_F_PEER_PRIMARY,
+	    "state: round trip");
+	ok(repl_state_dec(buf, n - 1, &fl) == -1, "state: short refused");
+}
+
+int
+main(void)
+{
+	test_hello();
+	test_data();
+	test_small();
+	return done_testing();
+}
