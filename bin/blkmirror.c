@@ -177,9 +177,9 @@ usage(void)
 	    "                 [-q policy] [-t [host:]port] -c ctlsock "
 	    "-l nbdsock\n"
 	    "                 -m meta -n node device\n"
-	    "       blkmirror init [-f] [-a extents] [-g gi] [-s size] "
-	    "-m meta -n node\n"
-	    "                 device\n"
+	    "       blkmirror init [-f] [-a extents] [-g gi] -m meta -n node "
+	    "device\n"
+	    "                 [size]\n"
 	    "       blkmirror dump -m meta\n"
 	    "       blkmirror ctl ctlsock command\n");
 	exit(EXIT_USAGE);
@@ -2111,7 +2111,7 @@ cmd_init(int argc, char *argv[])
 	char		*ep;
 	struct meta	*md;
 
-	while ((ch = getopt(argc, argv, "a:fg:m:n:s:")) != -1) {
+	while ((ch = getopt(argc, argv, "a:fg:m:n:")) != -1) {
 		switch (ch) {
 		case 'g':
 			gi = strtoull(optarg, &ep, 16);
@@ -2135,20 +2135,21 @@ cmd_init(int argc, char *argv[])
 		case 'n':
 			node = optarg;
 			break;
-		case 's':
-			if ((e = parse_size(optarg, &size)) != NULL)
-				errx(EXIT_USAGE, "-s %s: %s", optarg, e);
-			if (size == 0)
-				errx(EXIT_USAGE, "-s %s: size is zero", optarg);
-			break;
 		default:
 			usage();
 		}
 	}
 	argc -= optind;
 	argv += optind;
-	if (argc != 1 || meta == NULL || node == NULL)
+	if (argc < 1 || argc > 2 || meta == NULL || node == NULL)
 		usage();
+	/* the size of the resource, when not the whole store */
+	if (argc == 2) {
+		if ((e = parse_size(argv[1], &size)) != NULL)
+			errx(EXIT_USAGE, "size %s: %s", argv[1], e);
+		if (size == 0)
+			errx(EXIT_USAGE, "size %s: size is zero", argv[1]);
+	}
 	if (!force && access(meta, F_OK) == 0)
 		errx(EXIT_USAGE, "%s: exists; init -f replaces it", meta);
 	if ((fd = open(argv[0], O_RDONLY | O_CLOEXEC)) == -1 ||

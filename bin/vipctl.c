@@ -136,7 +136,7 @@ static void
 usage(void)
 {
 	fprintf(stderr,
-	    "usage: vipctl add [-Px] [-d fd] [-i interval] [-N count] "
+	    "usage: vipctl add [-x] [--check] [-d fd] [-i interval] [-N count] "
 	    "[-r period] [-T timeout] address/prefix dev interface\n"
 	    "       vipctl del address/prefix dev interface\n"
 	    "       vipctl check [-T timeout] address dev interface\n"
@@ -935,7 +935,7 @@ cmd_add(int argc, char **argv)
 	a.interval = VIP_INTERVAL_US;
 	a.readyfd = -1;
 	a.pkt = -1;
-	while ((ch = getopt_long(argc, argv, "+N:PT:d:i:r:x", longopts,
+	while ((ch = getopt_long(argc, argv, "+N:T:d:i:r:x", longopts,
 	    NULL)) != -1) {
 		switch (ch) {
 		case 'P':

@@ -5,7 +5,7 @@
 setup() {
 	load lib/common
 	load lib/netns
-	USAGE="usage: vipctl add [-Px] [-d fd] [-i interval] [-N count] [-r period] [-T timeout] address/prefix dev interface
+	USAGE="usage: vipctl add [-x] [--check] [-d fd] [-i interval] [-N count] [-r period] [-T timeout] address/prefix dev interface
        vipctl del address/prefix dev interface
        vipctl check [-T timeout] address dev interface
        vipctl show [dev interface]"

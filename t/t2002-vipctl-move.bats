@@ -89,7 +89,7 @@ stay() {
 		    "$vip" dev eth0
 		[ "$stderr" = "vipctl: $addr is held by $MAC_A on eth0: not added" ]
 		[ -z "$output" ]
-		run -1 --separate-stderr nsx b vipctl add -P -T 300ms \
+		run -1 --separate-stderr nsx b vipctl add --check -N 0 -T 300ms \
 		    "$vip" dev eth0
 		[ "$stderr" = "vipctl: $addr is held by $MAC_A on eth0: not added" ]
 		# b did not take it

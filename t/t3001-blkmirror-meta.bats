@@ -31,9 +31,9 @@ teardown() {
 	[[ "$gi" =~ ^[0-9a-f]{16}$ ]] && [ "$gi" != 0000000000000000 ]
 }
 
-@test "init with -s and -a; a second init differs in its identifier" {
+@test "init with a size and -a; a second init differs in its identifier" {
 	truncate -s 64M "$D/disk"
-	run -0 blkmirror init -a 64 -s 32M -m "$D/meta" -n a "$D/disk"
+	run -0 blkmirror init -a 64 -m "$D/meta" -n a "$D/disk" 32M
 	[ "$(blk_dump_key size)" = 33554432 ]
 	[ "$(blk_dump_key al_limit)" = 64 ]
 	gi1=$(blk_dump_key gi_current)
@@ -46,7 +46,7 @@ teardown() {
 
 @test "init refuses a size larger than the store, and bad usage" {
 	truncate -s 16M "$D/disk"
-	run -100 blkmirror init -s 32M -m "$D/meta" -n a "$D/disk"
+	run -100 blkmirror init -m "$D/meta" -n a "$D/disk" 32M
 	[ "$output" = "blkmirror: $D/disk: backing store has 16777216 bytes, fewer than 33554432" ]
 	run -100 blkmirror init -m "$D/meta" "$D/disk"
 	[[ "${lines[0]}" == "usage: blkmirror "* ]]

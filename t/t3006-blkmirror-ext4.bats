@@ -64,7 +64,7 @@ detach() {
 	truncate -s 64M "$D/bdev.img"
 	BLOOP=$(losetup -f --show "$D/bdev.img")
 	LOOP=$BLOOP	# teardown detaches it
-	run -100 blkmirror init -s 65M -m "$D/bmeta" -n a "$BLOOP"
+	run -100 blkmirror init -m "$D/bmeta" -n a "$BLOOP" 65M
 	[ "$output" = "blkmirror: $BLOOP: backing store has 67108864 bytes, fewer than 68157440" ]
 	blkmirror init -m "$D/bmeta" -n a "$BLOOP"
 	[ "$(blkmirror dump -m "$D/bmeta" | sed -n 's/^size=//p')" = 67108864 ]
