@@ -64,8 +64,8 @@ usage(void)
 {
 	fprintf(stderr,
 	    "usage: splitbrain [verdict] node-a node-b\n"
-	    "       splitbrain policy [-0 policy] [-1 policy] [-2 policy] "
-	    "node-a node-b\n"
+	    "       splitbrain policy [after-sb-Npri=policy ...] node-a "
+	    "node-b\n"
 	    "       splitbrain save [-g generation] [-n node] -o savefile "
 	    "device\n"
 	    "       splitbrain restore savefile device\n"
@@ -294,8 +294,8 @@ cmd_verdict(int argc, char *argv[])
 
 /*
  * policy: after a split brain, which node is the victim?  The policy is
- * chosen by the number of primaries among the two, as DRBD's after-sb-0pri,
- * -1pri and -2pri.  Prints "victim=B survivor=A policy=P reason=..." and
+ * chosen by the number of primaries among the two, with arguments named as
+ * DRBD's settings: after-sb-0pri=, after-sb-1pri=, after-sb-2pri=.  Prints "victim=B survivor=A policy=P reason=..." and
  * exits 0, or "undecided ..." and exits 1 when a person must decide.
  */
 static int
@@ -312,21 +312,16 @@ cmd_policy(int argc, char *argv[])
 
 	for (i = 0; i < 3; i++)
 		gi_policy_parse("disconnect", &pol[i]);
-	while ((ch = getopt(argc, argv, "0:1:2:")) != -1) {
-		switch (ch) {
-		case '0':
-		case '1':
-		case '2':
-			if ((e = gi_policy_parse(optarg, &pol[ch - '0'])) !=
-			    NULL)
-				errx(EXIT_USAGE, "-%c %s: %s", ch, optarg, e);
-			break;
-		default:
-			usage();
-		}
+	/* after-sb-0pri=POLICY, -1pri, -2pri, as DRBD names them */
+	for (argc--, argv++; argc > 0 && strncmp(argv[0], "after-sb-", 9) == 0;
+	    argc--, argv++) {
+		ch = argv[0][9];
+		if (ch < '0' || ch > '2' || strncmp(argv[0] + 10, "pri=", 4) != 0)
+			errx(EXIT_USAGE, "%s: want after-sb-0pri=, after-sb-1pri= "
+			    "or after-sb-2pri=", argv[0]);
+		if ((e = gi_policy_parse(argv[0] + 14, &pol[ch - '0'])) != NULL)
+			errx(EXIT_USAGE, "%s: %s", argv[0], e);
 	}
-	argc -= optind;
-	argv += optind;
 	if (argc != 2)
 		usage();
 	if (strcmp(argv[0], "-") == 0 && strcmp(argv[1], "-") == 0)

@@ -75,7 +75,7 @@ setup() {
 @test "usage" {
 	run -100 --separate-stderr splitbrain frobnicate
 	[ "${stderr_lines[0]}" = "usage: splitbrain [verdict] node-a node-b" ]
-	[ "${stderr_lines[1]}" = "       splitbrain policy [-0 policy] [-1 policy] [-2 policy] node-a node-b" ]
+	[ "${stderr_lines[1]}" = "       splitbrain policy [after-sb-Npri=policy ...] node-a node-b" ]
 	[ "${stderr_lines[2]}" = "       splitbrain save [-g generation] [-n node] -o savefile device" ]
 	run -100 --separate-stderr splitbrain show
 	run -100 --separate-stderr splitbrain restore onlyone

@@ -77,36 +77,38 @@ policy() {
 }
 
 @test "each policy picks the victim it should" {
-	run -0 policy -2 discard-younger-primary
+	run -0 policy after-sb-2pri=discard-younger-primary
 	[ "$output" = 'victim=b survivor=a policy=discard-younger-primary primaries=2 reason="discard-younger-primary: it became primary last"' ]
-	run -0 policy -2 discard-older-primary
+	run -0 policy after-sb-2pri=discard-older-primary
 	[ "$output" = 'victim=a survivor=b policy=discard-older-primary primaries=2 reason="discard-older-primary: it became primary first"' ]
-	run -0 policy -2 discard-least-changes
+	run -0 policy after-sb-2pri=discard-least-changes
 	[ "$output" = 'victim=b survivor=a policy=discard-least-changes primaries=2 reason="discard-least-changes: it changed fewer blocks"' ]
-	run -0 policy -2 discard-node-a
+	run -0 policy after-sb-2pri=discard-node-a
 	[ "$output" = 'victim=a survivor=b policy=discard-node-a primaries=2 reason="discard-node: named by the policy"' ]
-	B_OOS=0 run -0 policy -2 discard-zero-changes
+	B_OOS=0 run -0 policy after-sb-2pri=discard-zero-changes
 	[ "$output" = 'victim=b survivor=a policy=discard-zero-changes primaries=2 reason="discard-zero-changes: it changed nothing"' ]
-	run -1 policy -2 discard-zero-changes
+	run -1 policy after-sb-2pri=discard-zero-changes
 	[ "$output" = 'undecided policy=discard-zero-changes primaries=2 reason="discard-zero-changes: both changed blocks"' ]
 	run -1 policy
 	[ "$output" = 'undecided policy=disconnect primaries=2 reason="policy disconnect: waiting for a person"' ]
 }
 
 @test "the policy follows the number of primaries" {
-	A_ROLE=secondary B_ROLE=secondary run -0 policy -0 discard-node-b -2 discard-node-a
+	A_ROLE=secondary B_ROLE=secondary run -0 policy after-sb-0pri=discard-node-b after-sb-2pri=discard-node-a
 	[ "$output" = 'victim=b survivor=a policy=discard-node-b primaries=0 reason="discard-node: named by the policy"' ]
-	A_ROLE=secondary run -0 policy -1 discard-least-changes -2 discard-node-b
+	A_ROLE=secondary run -0 policy after-sb-1pri=discard-least-changes after-sb-2pri=discard-node-b
 	[[ "$output" == 'victim=b survivor=a policy=discard-least-changes primaries=1 '* ]]
 }
 
 @test "policy refuses nodes that are not in split brain, and bad policies" {
 	node a primary 1 00000000000000a0 0,0 b 0 0 >"$d/a"
 	node b secondary 1 00000000000000a0 0,0 a 0 0 >"$d/b"
-	run -100 --separate-stderr splitbrain policy -2 discard-node-a "$d/a" "$d/b"
+	run -100 --separate-stderr splitbrain policy after-sb-2pri=discard-node-a "$d/a" "$d/b"
 	[ "$stderr" = "splitbrain: a and b are not in split brain (in-sync: same generation)" ]
-	run -100 --separate-stderr splitbrain policy -2 discard-everything "$d/a" "$d/b"
-	[[ "$stderr" == "splitbrain: -2 discard-everything: unknown policy"* ]]
+	run -100 --separate-stderr splitbrain policy after-sb-2pri=discard-everything "$d/a" "$d/b"
+	[[ "$stderr" == "splitbrain: after-sb-2pri=discard-everything: unknown policy"* ]]
+	run -100 --separate-stderr splitbrain policy after-sb-3pri=disconnect "$d/a" "$d/b"
+	[ "$stderr" = "splitbrain: after-sb-3pri=disconnect: want after-sb-0pri=, after-sb-1pri= or after-sb-2pri=" ]
 }
 
 @test "bad descriptions are refused with the reason" {
