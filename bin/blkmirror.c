@@ -185,24 +185,6 @@ usage(void)
 	exit(EXIT_USAGE);
 }
 
-/* The size of a regular file or a block device. */
-static int
-store_size(int fd, uint64_t *size)
-{
-	struct stat	st;
-
-	if (fstat(fd, &st) == -1)
-		return -1;
-	if (S_ISBLK(st.st_mode))
-		return ioctl(fd, BLKGETSIZE64, size);
-	if (!S_ISREG(st.st_mode)) {
-		errno = EINVAL;
-		return -1;
-	}
-	*size = st.st_size;
-	return 0;
-}
-
 /*
  * Events: "TIMESTAMP NODE EVENT key=value... seq=N", one line each, to
  * every control client that asked for them.

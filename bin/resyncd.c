@@ -12,11 +12,9 @@
  * its progress durable as it goes; an interrupted seed is resumed from the
  * last durable offset with "resyncd send -O offset".
  */
-#include <sys/ioctl.h>
 #include <sys/stat.h>
 
 #include <linux/falloc.h>
-#include <linux/fs.h>
 
 #include <err.h>
 #include <errno.h>
@@ -58,10 +56,6 @@ static uint64_t	 dev_size(int, const char *);
 static void	 load_key(const char *, unsigned char *);
 static void	 derive(const unsigned char *, const unsigned char *,
 		    unsigned char *);
-static void	 put32(unsigned char *, uint32_t);
-static void	 put64(unsigned char *, uint64_t);
-static uint32_t	 get32(const unsigned char *);
-static uint64_t	 get64(const unsigned char *);
 static void	 write_all(int, const void *, size_t);
 static int	 read_full(int, void *, size_t);
 static int	 all_zero(const unsigned char *, size_t);
@@ -84,20 +78,15 @@ usage(void)
 static uint64_t
 dev_size(int fd, const char *path)
 {
-	struct stat	st;
 	uint64_t	sz;
 
-	if (fstat(fd, &st) == -1)
+	if (store_size(fd, &sz) == -1) {
+		if (errno == EINVAL)
+			errx(EXIT_USAGE, "%s: not a regular file or block "
+			    "device", path);
 		err(EXIT_SYS, "%s", path);
-	if (S_ISBLK(st.st_mode)) {
-		if (ioctl(fd, BLKGETSIZE64, &sz) == -1)
-			err(EXIT_SYS, "%s: BLKGETSIZE64", path);
-		return sz;
 	}
-	if (!S_ISREG(st.st_mode))
-		errx(EXIT_USAGE, "%s: not a regular file or block device",
-		    path);
-	return (uint64_t)st.st_size;
+	return sz;
 }
 
 static void
@@ -126,35 +115,6 @@ derive(const unsigned char *ckey, const unsigned char *salt,
 	crypto_generichash_update(&st, salt, SEED_SALT);
 	crypto_generichash_final(&st, skey,
 	    crypto_secretstream_xchacha20poly1305_KEYBYTES);
-}
-
-static void
-put32(unsigned char *p, uint32_t v)
-{
-	p[0] = v >> 24;
-	p[1] = v >> 16;
-	p[2] = v >> 8;
-	p[3] = v;
-}
-
-static void
-put64(unsigned char *p, uint64_t v)
-{
-	put32(p, v >> 32);
-	put32(p + 4, (uint32_t)v);
-}
-
-static uint32_t
-get32(const unsigned char *p)
-{
-	return (uint32_t)p[0] << 24 | (uint32_t)p[1] << 16 |
-	    (uint32_t)p[2] << 8 | p[3];
-}
-
-static uint64_t
-get64(const unsigned char *p)
-{
-	return (uint64_t)get32(p) << 32 | get32(p + 4);
 }
 
 static void
@@ -284,8 +244,8 @@ cmd_send(int argc, char *argv[])
 		ZSTD_CCtx_setParameter(cctx, ZSTD_c_compressionLevel, level);
 
 	memcpy(clear, SEED_MAGIC, 8);
-	put32(clear + 8, SEED_VERSION);
-	put32(clear + 12, 0);
+	put_be32(clear + 8, SEED_VERSION);
+	put_be32(clear + 12, 0);
 	randombytes_buf(clear + 16, SEED_SALT);
 	derive(ckey, clear + 16, skey);
 	sodium_memzero(ckey, sizeof(ckey));
@@ -296,16 +256,16 @@ cmd_send(int argc, char *argv[])
 
 	/* HELLO: size, block size, start offset, chunk size, node */
 	msg[0] = SEED_HELLO;
-	put64(msg + 1, size);
-	put32(msg + 9, 4096);
-	put64(msg + 13, off);
-	put32(msg + 21, SEED_CHUNK);
+	put_be64(msg + 1, size);
+	put_be32(msg + 9, 4096);
+	put_be64(msg + 13, off);
+	put_be32(msg + 21, SEED_CHUNK);
 	msg[25] = (unsigned char)strlen(node);
 	memcpy(msg + 26, node, strlen(node));
 	mlen = 26 + strlen(node);
 	crypto_secretstream_xchacha20poly1305_push(&ss, frame + 4, &clen, msg,
 	    mlen, clear, SEED_CLEAR, 0);
-	put32(frame, (uint32_t)clen);
+	put_be32(frame, (uint32_t)clen);
 	write_all(STDOUT_FILENO, frame, 4 + clen);
 
 	while (off < size) {
@@ -313,8 +273,8 @@ cmd_send(int argc, char *argv[])
 		if (pread(fd, in, n, off) != (ssize_t)n)
 			err(EXIT_SYS, "%s: reading at %" PRIu64, argv[0], off);
 		msg[0] = SEED_DATA;
-		put64(msg + 1, off);
-		put32(msg + 10, (uint32_t)n);
+		put_be64(msg + 1, off);
+		put_be32(msg + 10, (uint32_t)n);
 		if (all_zero(in, n)) {
 			msg[9] = ENC_ZERO;
 			mlen = 14;
@@ -332,17 +292,17 @@ cmd_send(int argc, char *argv[])
 		}
 		crypto_secretstream_xchacha20poly1305_push(&ss, frame + 4,
 		    &clen, msg, mlen, NULL, 0, 0);
-		put32(frame, (uint32_t)clen);
+		put_be32(frame, (uint32_t)clen);
 		write_all(STDOUT_FILENO, frame, 4 + clen);
 		off += n;
 		sent += n;
 		wire += 4 + clen;
 	}
 	msg[0] = SEED_END;
-	put64(msg + 1, size);
+	put_be64(msg + 1, size);
 	crypto_secretstream_xchacha20poly1305_push(&ss, frame + 4, &clen, msg,
 	    9, NULL, 0, crypto_secretstream_xchacha20poly1305_TAG_FINAL);
-	put32(frame, (uint32_t)clen);
+	put_be32(frame, (uint32_t)clen);
 	write_all(STDOUT_FILENO, frame, 4 + clen);
 	if (verbose)
 		fprintf(stderr, "resyncd: sent %" PRIu64 " bytes of %s as %"
@@ -477,9 +437,9 @@ cmd_recv(int argc, char *argv[])
 		    "stream ended inside its header");
 	if (memcmp(clear, SEED_MAGIC, 8) != 0)
 		errx(EXIT_USAGE, "stdin: not a resyncd send stream");
-	if (get32(clear + 8) != SEED_VERSION)
+	if (get_be32(clear + 8) != SEED_VERSION)
 		errx(EXIT_USAGE, "stdin: stream version %u, this resyncd "
-		    "reads %d", get32(clear + 8), SEED_VERSION);
+		    "reads %d", get_be32(clear + 8), SEED_VERSION);
 	derive(ckey, clear + 16, skey);
 	sodium_memzero(ckey, sizeof(ckey));
 	if (crypto_secretstream_xchacha20poly1305_init_pull(&ss,
@@ -489,7 +449,7 @@ cmd_recv(int argc, char *argv[])
 
 	/* HELLO */
 	if (read_full(STDIN_FILENO, lenb, 4) != 0 ||
-	    (flen = get32(lenb)) > SEED_FRAME_MAX ||
+	    (flen = get_be32(lenb)) > SEED_FRAME_MAX ||
 	    read_full(STDIN_FILENO, frame, flen) != 0)
 		errx(EXIT_SYS, "stdin: stream ended before its first message");
 	if (crypto_secretstream_xchacha20poly1305_pull(&ss, msg, &mlen, &tag,
@@ -497,10 +457,10 @@ cmd_recv(int argc, char *argv[])
 		errx(EXIT_USAGE, "stdin: cannot authenticate the stream: wrong "
 		    "cluster key, or the stream was modified");
 	if (mlen < 26 || msg[0] != SEED_HELLO || mlen != 26U + msg[25] ||
-	    get32(msg + 9) != 4096 || get32(msg + 21) > SEED_CHUNK)
+	    get_be32(msg + 9) != 4096 || get_be32(msg + 21) > SEED_CHUNK)
 		errx(EXIT_USAGE, "stdin: malformed first message");
-	size = get64(msg + 1);
-	off = get64(msg + 13);
+	size = get_be64(msg + 1);
+	off = get_be64(msg + 13);
 	memcpy(node, msg + 26, msg[25]);
 	node[msg[25]] = '\0';
 	if (devsize < size)
@@ -531,7 +491,7 @@ cmd_recv(int argc, char *argv[])
 
 	for (;;) {
 		rc = read_full(STDIN_FILENO, lenb, 4);
-		if (rc == 0 && (flen = get32(lenb)) <= SEED_FRAME_MAX)
+		if (rc == 0 && (flen = get_be32(lenb)) <= SEED_FRAME_MAX)
 			rc = read_full(STDIN_FILENO, frame, flen);
 		else if (rc == 0)
 			errx(EXIT_USAGE, "stdin: frame of %u bytes, over the "
@@ -554,7 +514,7 @@ cmd_recv(int argc, char *argv[])
 		}
 		if (mlen == 9 && msg[0] == SEED_END &&
 		    tag == crypto_secretstream_xchacha20poly1305_TAG_FINAL) {
-			if (get64(msg + 1) != size || expect != size)
+			if (get_be64(msg + 1) != size || expect != size)
 				errx(EXIT_USAGE, "stdin: the stream ended at %"
 				    PRIu64 " of %" PRIu64 " bytes", expect,
 				    size);
@@ -563,8 +523,8 @@ cmd_recv(int argc, char *argv[])
 		if (mlen < 14 || msg[0] != SEED_DATA || tag != 0)
 			errx(EXIT_USAGE, "stdin: malformed message after offset "
 			    "%" PRIu64, expect);
-		off = get64(msg + 1);
-		len = get32(msg + 10);
+		off = get_be64(msg + 1);
+		len = get_be32(msg + 10);
 		if (off != expect || len == 0 || len > SEED_CHUNK ||
 		    len > size - off)
 			errx(EXIT_USAGE, "stdin: chunk %" PRIu64 "+%" PRIu64

@@ -7,10 +7,7 @@
  * file, and put the blocks back onto a copy of the device.  The decisions
  * are lib/gi.c's, the same code blkmirror runs when peers reconnect.
  */
-#include <sys/ioctl.h>
 #include <sys/stat.h>
-
-#include <linux/fs.h>
 
 #include <err.h>
 #include <errno.h>
@@ -76,20 +73,15 @@ usage(void)
 static uint64_t
 dev_size(int fd, const char *path)
 {
-	struct stat	st;
 	uint64_t	sz;
 
-	if (fstat(fd, &st) == -1)
+	if (store_size(fd, &sz) == -1) {
+		if (errno == EINVAL)
+			errx(EXIT_USAGE, "%s: not a regular file or block "
+			    "device", path);
 		err(EXIT_SYS, "%s", path);
-	if (S_ISBLK(st.st_mode)) {
-		if (ioctl(fd, BLKGETSIZE64, &sz) == -1)
-			err(EXIT_SYS, "%s: BLKGETSIZE64", path);
-		return sz;
 	}
-	if (!S_ISREG(st.st_mode))
-		errx(EXIT_USAGE, "%s: not a regular file or block device",
-		    path);
-	return (uint64_t)st.st_size;
+	return sz;
 }
 
 /*

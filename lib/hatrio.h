@@ -60,6 +60,19 @@ uint64_t	 now_usec(void);
 uint64_t	 wall_usec(void);
 const char	*fmt_duration(uint64_t, char *, size_t);
 
+/* util.c: fixed-width integers, big-endian (wire) or little-endian */
+void		 put_be16(unsigned char *, uint16_t);
+void		 put_be32(unsigned char *, uint32_t);
+void		 put_be64(unsigned char *, uint64_t);
+uint16_t	 get_be16(const unsigned char *);
+uint32_t	 get_be32(const unsigned char *);
+uint64_t	 get_be64(const unsigned char *);
+void		 put_le32(unsigned char *, uint32_t);
+void		 put_le64(unsigned char *, uint64_t);
+uint32_t	 get_le32(const unsigned char *);
+uint64_t	 get_le64(const unsigned char *);
+int		 store_size(int, uint64_t *);
+
 /* key.c */
 const char	*key_load(const char *, unsigned char [HATRIO_KEY_BYTES]);
 

@@ -22,8 +22,6 @@
 #include "hatrio.h"
 #include "hb.h"
 
-static void	put64(unsigned char *, uint64_t);
-static uint64_t	get64(const unsigned char *);
 static int	parse_port(const char *, int, uint16_t *);
 
 static const char *hb_errstr[HB_NERR] = {
@@ -44,28 +42,6 @@ hb_strerror(int e)
 	if (e < 0 || e >= HB_NERR)
 		return "unknown error";
 	return hb_errstr[e];
-}
-
-static void
-put64(unsigned char *p, uint64_t v)
-{
-	int	i;
-
-	for (i = 7; i >= 0; i--) {
-		p[i] = v & 0xff;
-		v >>= 8;
-	}
-}
-
-static uint64_t
-get64(const unsigned char *p)
-{
-	uint64_t	v = 0;
-	int		i;
-
-	for (i = 0; i < 8; i++)
-		v = v << 8 | p[i];
-	return v;
 }
 
 /*
@@ -159,9 +135,9 @@ hb_encode(const struct hb_packet *pkt, const unsigned char *key,
 	buf[8] = body >> 8;
 	buf[9] = body & 0xff;
 	off = HB_HDR_LEN;
-	put64(buf + off, pkt->incarnation);
-	put64(buf + off + 8, pkt->seq);
-	put64(buf + off + 16, pkt->time);
+	put_be64(buf + off, pkt->incarnation);
+	put_be64(buf + off + 8, pkt->seq);
+	put_be64(buf + off + 16, pkt->time);
 	off += HB_BODY_FIXED;
 	for (i = 0; i < 3; i++) {
 		n = strlen(str[i]);
@@ -212,9 +188,9 @@ hb_parse_body(const unsigned char *b, size_t len, struct hb_packet *pkt)
 
 	if (len < HB_BODY_FIXED + 3)
 		return HB_EBODY;
-	pkt->incarnation = get64(b);
-	pkt->seq = get64(b + 8);
-	pkt->time = get64(b + 16);
+	pkt->incarnation = get_be64(b);
+	pkt->seq = get_be64(b + 8);
+	pkt->time = get_be64(b + 16);
 	if (pkt->incarnation == 0 || pkt->seq == 0 || pkt->time == 0)
 		return HB_EBODY;
 	dst[0] = pkt->cluster;

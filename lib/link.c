@@ -196,8 +196,6 @@ static void	 timer_in(struct event *, uint64_t);
 static unsigned char *oring_get(struct oring *, size_t);
 static void	 oring_release(const void *, size_t, void *);
 static void	 oring_free(struct oring *);
-static void	 put32(unsigned char *, uint32_t);
-static uint32_t	 get32(const unsigned char *);
 static void	 link_fail(struct link *, const char *, ...)
 		    __attribute__((format(printf, 2, 3)));
 static void	 link_teardown(struct link *);
@@ -305,22 +303,6 @@ timer_in(struct event *ev, uint64_t us)
 	tv.tv_sec = us / 1000000;
 	tv.tv_usec = us % 1000000;
 	evtimer_add(ev, &tv);
-}
-
-static void
-put32(unsigned char *p, uint32_t v)
-{
-	p[0] = v >> 24;
-	p[1] = v >> 16;
-	p[2] = v >> 8;
-	p[3] = v;
-}
-
-static uint32_t
-get32(const unsigned char *p)
-{
-	return (uint32_t)p[0] << 24 | (uint32_t)p[1] << 16 |
-	    (uint32_t)p[2] << 8 | p[3];
 }
 
 /* Node names: 1 to 64 of [A-Za-z0-9._-], safe to print and to quote. */
@@ -473,7 +455,7 @@ link_new(struct event_base *base, int rfd, int wfd, const struct link_opts *o,
 	h[5] = l->role;
 	h[6] = strlen(l->name);
 	h[7] = l->gcm_ok ? HELLO_F_GCM : 0;
-	put32(h + 8, l->max_msg);
+	put_be32(h + 8, l->max_msg);
 	memset(h + 12, 0, LINK_NAME_MAX);
 	memcpy(h + 12, l->name, strlen(l->name));
 	randombytes_buf(h + 12 + LINK_NAME_MAX, 32);
@@ -1072,7 +1054,7 @@ link_hello(struct link *l)
 		return 0;
 	memcpy(h, l->rbuf + l->roff, HELLO_LEN);
 	link_consume(l, HELLO_LEN);
-	pmax = get32(h + 8);
+	pmax = get_be32(h + 8);
 	if (h[6] == 0 || h[6] > LINK_NAME_MAX ||
 	    pmax == 0 || pmax > LINK_MSG_MAX_LIMIT) {
 		link_fail(l, "malformed hello from %s", l->addr);
@@ -1240,7 +1222,7 @@ link_frame(struct link *l)
 
 	if (l->rlen < FRAME_HDR)
 		return 0;
-	flen = get32(p);
+	flen = get_be32(p);
 	fmax = OVERHEAD + l->max_msg;
 	if (flen < OVERHEAD || flen > fmax) {
 		link_fail(l, "frame length %zu from %s is outside %zu..%zu: "
@@ -1455,8 +1437,8 @@ static void
 gcm_nonce(unsigned char nonce[12], uint64_t n)
 {
 	memset(nonce, 0, 4);
-	put32(nonce + 4, n >> 32);
-	put32(nonce + 8, n);
+	put_be32(nonce + 4, n >> 32);
+	put_be32(nonce + 8, n);
 }
 
 /* Both ends derive the next key at a REKEY message, and count anew. */
@@ -1494,7 +1476,7 @@ link_push(struct link *l, unsigned char *m, size_t mlen, unsigned char tag)
 		}
 	}
 	if ((p = oring_get(l->ring, FRAME_HDR + flen)) != NULL) {
-		put32(p, flen);
+		put_be32(p, flen);
 		if (link_seal(l, p, m, mlen, tag) == -1) {
 			errno = EIO;
 			return -1;
@@ -1516,7 +1498,7 @@ link_push(struct link *l, unsigned char *m, size_t mlen, unsigned char tag)
 			return -1;
 		}
 		p = v.iov_base;
-		put32(p, flen);
+		put_be32(p, flen);
 		if (link_seal(l, p, m, mlen, tag) == -1) {
 			errno = EIO;
 			return -1;

@@ -50,46 +50,6 @@
 #define H_AL		4096
 
 static void
-put32(unsigned char *p, uint32_t v)
-{
-	int	i;
-
-	for (i = 0; i < 4; i++)
-		p[i] = v >> (8 * i);
-}
-
-static void
-put64(unsigned char *p, uint64_t v)
-{
-	int	i;
-
-	for (i = 0; i < 8; i++)
-		p[i] = v >> (8 * i);
-}
-
-static uint32_t
-get32(const unsigned char *p)
-{
-	uint32_t	v = 0;
-	int		i;
-
-	for (i = 3; i >= 0; i--)
-		v = (v << 8) | p[i];
-	return v;
-}
-
-static uint64_t
-get64(const unsigned char *p)
-{
-	uint64_t	v = 0;
-	int		i;
-
-	for (i = 7; i >= 0; i--)
-		v = (v << 8) | p[i];
-	return v;
-}
-
-static void
 slot_hash(const unsigned char *slot, unsigned char *out)
 {
 	crypto_generichash(out, META_HASH_BYTES, slot + H_SEQ,
@@ -222,35 +182,35 @@ meta_encode(struct meta *m, unsigned char *buf, uint64_t *off)
 
 	memset(buf, 0, META_SLOT_SIZE);
 	memcpy(buf + H_MAGIC, META_MAGIC, 8);
-	put32(buf + H_VERSION, META_VERSION);
-	put32(buf + H_SLOTSIZE, META_SLOT_SIZE);
-	put64(buf + H_SEQ, m->seq + 1);
-	put32(buf + H_FLAGS, m->flags);
-	put32(buf + H_NODEID, m->node_id);
+	put_le32(buf + H_VERSION, META_VERSION);
+	put_le32(buf + H_SLOTSIZE, META_SLOT_SIZE);
+	put_le64(buf + H_SEQ, m->seq + 1);
+	put_le32(buf + H_FLAGS, m->flags);
+	put_le32(buf + H_NODEID, m->node_id);
 	memcpy(buf + H_NODE, m->node, strlen(m->node));
-	put64(buf + H_SIZE, m->size);
-	put32(buf + H_BLOCK, m->block_size);
-	put32(buf + H_ALEXT, m->al_extent_size);
-	put32(buf + H_ALLIMIT, m->al_limit);
-	put32(buf + H_ALCOUNT, m->al_count);
-	put64(buf + H_GI, m->gi_current);
-	put64(buf + H_GIHIST, m->gi_history[0]);
-	put64(buf + H_GIHIST + 8, m->gi_history[1]);
-	put64(buf + H_BMBYTES, m->bm_bytes);
-	put64(buf + H_PROMOTED, m->promoted_at);
+	put_le64(buf + H_SIZE, m->size);
+	put_le32(buf + H_BLOCK, m->block_size);
+	put_le32(buf + H_ALEXT, m->al_extent_size);
+	put_le32(buf + H_ALLIMIT, m->al_limit);
+	put_le32(buf + H_ALCOUNT, m->al_count);
+	put_le64(buf + H_GI, m->gi_current);
+	put_le64(buf + H_GIHIST, m->gi_history[0]);
+	put_le64(buf + H_GIHIST + 8, m->gi_history[1]);
+	put_le64(buf + H_BMBYTES, m->bm_bytes);
+	put_le64(buf + H_PROMOTED, m->promoted_at);
 	for (p = 0; p < META_PEERS; p++) {
 		pp = buf + H_PEERS + p * H_PEERSIZE;
 		memcpy(pp + P_NAME, m->peer[p].name, strlen(m->peer[p].name));
-		put32(pp + P_NODEID, m->peer[p].node_id);
-		put32(pp + P_INUSE, m->peer[p].in_use);
-		put64(pp + P_BMGI, m->peer[p].bitmap_gi);
-		put32(pp + P_BMCOPY, m->peer[p].bm_copy);
-		put64(pp + P_BMSEQ, m->peer[p].bm_seq);
-		put64(pp + P_OOS, m->peer[p].oos_blocks);
+		put_le32(pp + P_NODEID, m->peer[p].node_id);
+		put_le32(pp + P_INUSE, m->peer[p].in_use);
+		put_le64(pp + P_BMGI, m->peer[p].bitmap_gi);
+		put_le32(pp + P_BMCOPY, m->peer[p].bm_copy);
+		put_le64(pp + P_BMSEQ, m->peer[p].bm_seq);
+		put_le64(pp + P_OOS, m->peer[p].oos_blocks);
 		memcpy(pp + P_HASH, m->peer[p].bm_hash, META_HASH_BYTES);
 	}
 	for (i = 0; i < m->al_count; i++)
-		put32(buf + H_AL + 4 * i, m->al[i]);
+		put_le32(buf + H_AL + 4 * i, m->al[i]);
 	slot_hash(buf, buf + H_HASH);
 	*off = (uint64_t)(m->slot ^ 1) * META_SLOT_SIZE;
 }
@@ -388,37 +348,37 @@ meta_decode(struct meta *m, const unsigned char *buf, char *err,
 		snprintf(err, errlen, "bad magic");
 		return -1;
 	}
-	if ((v = get32(buf + H_VERSION)) != META_VERSION) {
+	if ((v = get_le32(buf + H_VERSION)) != META_VERSION) {
 		snprintf(err, errlen, "unsupported metadata version %" PRIu32
 		    " (this blkmirror knows version %d)", v, META_VERSION);
 		return -2;
 	}
 	slot_hash(buf, h);
-	if (get32(buf + H_SLOTSIZE) != META_SLOT_SIZE ||
+	if (get_le32(buf + H_SLOTSIZE) != META_SLOT_SIZE ||
 	    sodium_memcmp(h, buf + H_HASH, META_HASH_BYTES) != 0) {
 		snprintf(err, errlen, "checksum mismatch");
 		return -1;
 	}
-	m->seq = get64(buf + H_SEQ);
-	m->flags = get32(buf + H_FLAGS);
-	m->node_id = get32(buf + H_NODEID);
+	m->seq = get_le64(buf + H_SEQ);
+	m->flags = get_le32(buf + H_FLAGS);
+	m->node_id = get_le32(buf + H_NODEID);
 	memcpy(m->node, buf + H_NODE, META_NAME_MAX);
 	m->node[META_NAME_MAX] = '\0';
-	m->size = get64(buf + H_SIZE);
-	m->block_size = get32(buf + H_BLOCK);
-	m->al_extent_size = get32(buf + H_ALEXT);
-	m->al_limit = get32(buf + H_ALLIMIT);
-	m->al_count = get32(buf + H_ALCOUNT);
-	m->gi_current = get64(buf + H_GI);
-	m->gi_history[0] = get64(buf + H_GIHIST);
-	m->gi_history[1] = get64(buf + H_GIHIST + 8);
-	m->promoted_at = get64(buf + H_PROMOTED);
+	m->size = get_le64(buf + H_SIZE);
+	m->block_size = get_le32(buf + H_BLOCK);
+	m->al_extent_size = get_le32(buf + H_ALEXT);
+	m->al_limit = get_le32(buf + H_ALLIMIT);
+	m->al_count = get_le32(buf + H_ALCOUNT);
+	m->gi_current = get_le64(buf + H_GI);
+	m->gi_history[0] = get_le64(buf + H_GIHIST);
+	m->gi_history[1] = get_le64(buf + H_GIHIST + 8);
+	m->promoted_at = get_le64(buf + H_PROMOTED);
 	meta_geometry(m);
 	if (m->size == 0 || m->block_size != META_BLOCK ||
 	    m->al_extent_size != META_AL_EXTENT ||
 	    m->al_limit < META_AL_MIN || m->al_limit > META_AL_CAP ||
 	    m->al_count > m->al_limit || m->node[0] == '\0' ||
-	    get64(buf + H_BMBYTES) != m->bm_bytes) {
+	    get_le64(buf + H_BMBYTES) != m->bm_bytes) {
 		snprintf(err, errlen, "inconsistent header");
 		return -1;
 	}
@@ -426,16 +386,16 @@ meta_decode(struct meta *m, const unsigned char *buf, char *err,
 		pp = buf + H_PEERS + p * H_PEERSIZE;
 		memcpy(m->peer[p].name, pp + P_NAME, META_NAME_MAX);
 		m->peer[p].name[META_NAME_MAX] = '\0';
-		m->peer[p].node_id = get32(pp + P_NODEID);
-		m->peer[p].in_use = get32(pp + P_INUSE);
-		m->peer[p].bitmap_gi = get64(pp + P_BMGI);
-		m->peer[p].bm_copy = get32(pp + P_BMCOPY) & 1;
-		m->peer[p].bm_seq = get64(pp + P_BMSEQ);
-		m->peer[p].oos_blocks = get64(pp + P_OOS);
+		m->peer[p].node_id = get_le32(pp + P_NODEID);
+		m->peer[p].in_use = get_le32(pp + P_INUSE);
+		m->peer[p].bitmap_gi = get_le64(pp + P_BMGI);
+		m->peer[p].bm_copy = get_le32(pp + P_BMCOPY) & 1;
+		m->peer[p].bm_seq = get_le64(pp + P_BMSEQ);
+		m->peer[p].oos_blocks = get_le64(pp + P_OOS);
 		memcpy(m->peer[p].bm_hash, pp + P_HASH, META_HASH_BYTES);
 	}
 	for (i = 0; i < m->al_count; i++) {
-		m->al[i] = get32(buf + H_AL + 4 * i);
+		m->al[i] = get_le32(buf + H_AL + 4 * i);
 		if (m->al[i] >= m->nextents) {
 			snprintf(err, errlen,
 			    "activity log extent out of range");

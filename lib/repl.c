@@ -7,76 +7,24 @@
  */
 #include <string.h>
 
+#include "hatrio.h"
 #include "nbd.h"
 #include "repl.h"
-
-static void
-put16(unsigned char *p, uint16_t v)
-{
-	p[0] = v;
-	p[1] = v >> 8;
-}
-
-static void
-put32(unsigned char *p, uint32_t v)
-{
-	int	i;
-
-	for (i = 0; i < 4; i++)
-		p[i] = v >> (8 * i);
-}
-
-static void
-put64(unsigned char *p, uint64_t v)
-{
-	int	i;
-
-	for (i = 0; i < 8; i++)
-		p[i] = v >> (8 * i);
-}
-
-static uint16_t
-get16(const unsigned char *p)
-{
-	return p[0] | (uint16_t)p[1] << 8;
-}
-
-static uint32_t
-get32(const unsigned char *p)
-{
-	uint32_t	v = 0;
-	int		i;
-
-	for (i = 3; i >= 0; i--)
-		v = (v << 8) | p[i];
-	return v;
-}
-
-static uint64_t
-get64(const unsigned char *p)
-{
-	uint64_t	v = 0;
-	int		i;
-
-	for (i = 7; i >= 0; i--)
-		v = (v << 8) | p[i];
-	return v;
-}
 
 size_t
 repl_hello_enc(unsigned char *b, const struct repl_hello *h)
 {
 	int	i;
 
-	put32(b, h->version);
-	put64(b + 4, h->size);
-	put32(b + 12, h->flags);
-	put64(b + 16, h->current);
-	put64(b + 24, h->bitmap);
+	put_be32(b, h->version);
+	put_be64(b + 4, h->size);
+	put_be32(b + 12, h->flags);
+	put_be64(b + 16, h->current);
+	put_be64(b + 24, h->bitmap);
 	for (i = 0; i < GI_HISTORY; i++)
-		put64(b + 32 + 8 * i, h->history[i]);
-	put64(b + 32 + 8 * GI_HISTORY, h->promoted_at);
-	put64(b + 40 + 8 * GI_HISTORY, h->oos_blocks);
+		put_be64(b + 32 + 8 * i, h->history[i]);
+	put_be64(b + 32 + 8 * GI_HISTORY, h->promoted_at);
+	put_be64(b + 40 + 8 * GI_HISTORY, h->oos_blocks);
 	return REPL_HELLO_SIZE;
 }
 
@@ -87,27 +35,27 @@ repl_hello_dec(const unsigned char *b, size_t len, struct repl_hello *h)
 
 	if (len != REPL_HELLO_SIZE)
 		return -1;
-	h->version = get32(b);
-	h->size = get64(b + 4);
-	h->flags = get32(b + 12);
-	h->current = get64(b + 16);
-	h->bitmap = get64(b + 24);
+	h->version = get_be32(b);
+	h->size = get_be64(b + 4);
+	h->flags = get_be32(b + 12);
+	h->current = get_be64(b + 16);
+	h->bitmap = get_be64(b + 24);
 	for (i = 0; i < GI_HISTORY; i++)
-		h->history[i] = get64(b + 32 + 8 * i);
-	h->promoted_at = get64(b + 32 + 8 * GI_HISTORY);
-	h->oos_blocks = get64(b + 40 + 8 * GI_HISTORY);
+		h->history[i] = get_be64(b + 32 + 8 * i);
+	h->promoted_at = get_be64(b + 32 + 8 * GI_HISTORY);
+	h->oos_blocks = get_be64(b + 40 + 8 * GI_HISTORY);
 	return 0;
 }
 
 size_t
 repl_data_enc(unsigned char *b, const struct repl_data *d)
 {
-	put64(b, d->seq);
-	put64(b + 8, d->epoch);
-	put64(b + 16, d->offset);
-	put32(b + 24, d->len);
-	put16(b + 28, d->cmd);
-	put16(b + 30, d->flags);
+	put_be64(b, d->seq);
+	put_be64(b + 8, d->epoch);
+	put_be64(b + 16, d->offset);
+	put_be32(b + 24, d->len);
+	put_be16(b + 28, d->cmd);
+	put_be16(b + 30, d->flags);
 	return REPL_DATA_HDR;
 }
 
@@ -118,12 +66,12 @@ repl_data_dec(const unsigned char *b, size_t len, uint64_t size,
 {
 	if (len < REPL_DATA_HDR)
 		return -1;
-	d->seq = get64(b);
-	d->epoch = get64(b + 8);
-	d->offset = get64(b + 16);
-	d->len = get32(b + 24);
-	d->cmd = get16(b + 28);
-	d->flags = get16(b + 30);
+	d->seq = get_be64(b);
+	d->epoch = get_be64(b + 8);
+	d->offset = get_be64(b + 16);
+	d->len = get_be32(b + 24);
+	d->cmd = get_be16(b + 28);
+	d->flags = get_be16(b + 30);
 	if (d->len == 0 || d->len > REPL_CHUNK || d->offset > size ||
 	    d->len > size - d->offset)
 		return -1;
@@ -148,9 +96,9 @@ repl_data_dec(const unsigned char *b, size_t len, uint64_t size,
 size_t
 repl_flush_enc(unsigned char *b, const struct repl_flush *f)
 {
-	put64(b, f->seq);
-	put64(b + 8, f->epoch);
-	put16(b + 16, f->flags);
+	put_be64(b, f->seq);
+	put_be64(b + 8, f->epoch);
+	put_be16(b + 16, f->flags);
 	return REPL_FLUSH_SIZE;
 }
 
@@ -159,17 +107,17 @@ repl_flush_dec(const unsigned char *b, size_t len, struct repl_flush *f)
 {
 	if (len != REPL_FLUSH_SIZE)
 		return -1;
-	f->seq = get64(b);
-	f->epoch = get64(b + 8);
-	f->flags = get16(b + 16);
+	f->seq = get_be64(b);
+	f->epoch = get_be64(b + 8);
+	f->flags = get_be16(b + 16);
 	return 0;
 }
 
 size_t
 repl_ack_enc(unsigned char *b, uint64_t seq, uint32_t err)
 {
-	put64(b, seq);
-	put32(b + 8, err);
+	put_be64(b, seq);
+	put_be32(b + 8, err);
 	return REPL_ACK_SIZE;
 }
 
@@ -179,8 +127,8 @@ repl_ack_dec(const unsigned char *b, size_t len, uint64_t *seq,
 {
 	if (len != REPL_ACK_SIZE)
 		return -1;
-	*seq = get64(b);
-	*err = get32(b + 8);
+	*seq = get_be64(b);
+	*err = get_be32(b + 8);
 	return 0;
 }
 
@@ -189,9 +137,9 @@ repl_gi_enc(unsigned char *b, uint64_t cur, const uint64_t *hist)
 {
 	int	i;
 
-	put64(b, cur);
+	put_be64(b, cur);
 	for (i = 0; i < GI_HISTORY; i++)
-		put64(b + 8 + 8 * i, hist[i]);
+		put_be64(b + 8 + 8 * i, hist[i]);
 	return REPL_GI_SIZE;
 }
 
@@ -203,16 +151,16 @@ repl_gi_dec(const unsigned char *b, size_t len, uint64_t *cur,
 
 	if (len != REPL_GI_SIZE)
 		return -1;
-	*cur = get64(b);
+	*cur = get_be64(b);
 	for (i = 0; i < GI_HISTORY; i++)
-		hist[i] = get64(b + 8 + 8 * i);
+		hist[i] = get_be64(b + 8 + 8 * i);
 	return *cur == 0 ? -1 : 0;
 }
 
 size_t
 repl_state_enc(unsigned char *b, uint32_t flags)
 {
-	put32(b, flags);
+	put_be32(b, flags);
 	return REPL_STATE_SIZE;
 }
 
@@ -221,6 +169,6 @@ repl_state_dec(const unsigned char *b, size_t len, uint32_t *flags)
 {
 	if (len != REPL_STATE_SIZE)
 		return -1;
-	*flags = get32(b);
+	*flags = get_be32(b);
 	return 0;
 }

@@ -1,8 +1,8 @@
 /* See LICENSE file for copyright and license details. */
 /*
  * repl.h: blkmirror's replication messages, carried by the secure link
- * (link.h) between two nodes.  Every message has a fixed header, little
- * endian; DATA is followed by the data of a WRITE.  Decoding checks every
+ * (link.h) between two nodes.  Every message has a fixed header in network
+ * byte order; DATA is followed by the data of a WRITE.  Decoding checks every
  * length and range before anything is used.
  *
  *	HELLO	version, size, flags, current, bitmap (for the receiver),

@@ -26,41 +26,8 @@
 static const char	save_magic[8] = "HTRSAVE1";
 static const char	save_tmagic[8] = "HTRSAVEZ";
 
-static void	put32(unsigned char *, uint32_t);
-static void	put64(unsigned char *, uint64_t);
-static uint32_t	get32(const unsigned char *);
-static uint64_t	get64(const unsigned char *);
 static int	whash(struct save_writer *, const void *, size_t);
 static int	read_full(FILE *, void *, size_t);
-
-static void
-put32(unsigned char *p, uint32_t v)
-{
-	p[0] = v >> 24;
-	p[1] = v >> 16;
-	p[2] = v >> 8;
-	p[3] = v;
-}
-
-static void
-put64(unsigned char *p, uint64_t v)
-{
-	put32(p, v >> 32);
-	put32(p + 4, (uint32_t)v);
-}
-
-static uint32_t
-get32(const unsigned char *p)
-{
-	return (uint32_t)p[0] << 24 | (uint32_t)p[1] << 16 |
-	    (uint32_t)p[2] << 8 | p[3];
-}
-
-static uint64_t
-get64(const unsigned char *p)
-{
-	return (uint64_t)get32(p) << 32 | get32(p + 4);
-}
 
 /* write and hash */
 static int
@@ -96,11 +63,11 @@ save_create(struct save_writer *w, const char *path,
 	crypto_generichash_init(&w->hash, NULL, 0, crypto_generichash_BYTES);
 	memset(hdr, 0, sizeof(hdr));
 	memcpy(hdr, save_magic, 8);
-	put32(hdr + 8, SAVE_VERSION);
-	put32(hdr + 12, h->block_size);
-	put64(hdr + 16, h->device_size);
-	put64(hdr + 24, h->created);
-	put64(hdr + 32, h->generation);
+	put_be32(hdr + 8, SAVE_VERSION);
+	put_be32(hdr + 12, h->block_size);
+	put_be64(hdr + 16, h->device_size);
+	put_be64(hdr + 24, h->created);
+	put_be64(hdr + 32, h->generation);
 	memcpy(hdr + 40, h->node, strnlen(h->node, SAVE_NAME_MAX));
 	if (whash(w, hdr, sizeof(hdr)) == -1) {
 		save_abort(w);
@@ -118,9 +85,9 @@ save_add(struct save_writer *w, uint64_t off, const void *buf, uint32_t len)
 		errno = EFBIG;
 		return -1;
 	}
-	put64(rec, off);
-	put32(rec + 8, len);
-	put32(rec + 12, 0);
+	put_be64(rec, off);
+	put_be32(rec + 8, len);
+	put_be32(rec + 12, 0);
 	if (whash(w, rec, sizeof(rec)) == -1 || whash(w, buf, len) == -1)
 		return -1;
 	w->records++;
@@ -137,8 +104,8 @@ save_commit(struct save_writer *w)
 	int		 dfd, rc = -1;
 
 	memcpy(tr, save_tmagic, 8);
-	put64(tr + 8, w->records);
-	put64(tr + 16, w->bytes);
+	put_be64(tr + 8, w->records);
+	put_be64(tr + 16, w->bytes);
 	crypto_generichash_update(&w->hash, tr, 24);
 	crypto_generichash_final(&w->hash, tr + 24, 32);
 	if (fwrite(tr, 1, sizeof(tr), w->fp) != sizeof(tr) ||
@@ -246,15 +213,15 @@ save_read(const char *path, struct save_header *h, uint64_t *nrec,
 			BAD("%s: read error", path);
 		if (memcmp(hdr, save_magic, 8) != 0)
 			BAD("%s: not a save file (bad magic)", path);
-		if (get32(hdr + 8) != SAVE_VERSION)
+		if (get_be32(hdr + 8) != SAVE_VERSION)
 			BAD("%s: save file version %u, this program reads %d",
-			    path, get32(hdr + 8), SAVE_VERSION);
+			    path, get_be32(hdr + 8), SAVE_VERSION);
 		crypto_generichash_update(&hs, hdr, sizeof(hdr));
-		h->version = get32(hdr + 8);
-		h->block_size = get32(hdr + 12);
-		h->device_size = get64(hdr + 16);
-		h->created = get64(hdr + 24);
-		h->generation = get64(hdr + 32);
+		h->version = get_be32(hdr + 8);
+		h->block_size = get_be32(hdr + 12);
+		h->device_size = get_be64(hdr + 16);
+		h->created = get_be64(hdr + 24);
+		h->generation = get_be64(hdr + 32);
 		memcpy(h->node, hdr + 40, SAVE_NAME_MAX);
 		h->node[SAVE_NAME_MAX] = '\0';
 		pos = SAVE_HDR_SIZE;
@@ -266,9 +233,9 @@ save_read(const char *path, struct save_header *h, uint64_t *nrec,
 				    (unsigned long long)pos);
 			if (read_full(fp, rec, sizeof(rec)) == -1)
 				BAD("%s: read error", path);
-			off = get64(rec);
-			len = get32(rec + 8);
-			if (len > SAVE_REC_MAX || get32(rec + 12) != 0)
+			off = get_be64(rec);
+			len = get_be32(rec + 8);
+			if (len > SAVE_REC_MAX || get_be32(rec + 12) != 0)
 				BAD("%s: bad record header at byte %llu", path,
 				    (unsigned long long)pos);
 			if (pos + SAVE_REC_HDR_SIZE + len + SAVE_TRAILER_SIZE >
@@ -310,7 +277,7 @@ save_read(const char *path, struct save_header *h, uint64_t *nrec,
 			BAD("%s: read error", path);
 		if (memcmp(tr, save_tmagic, 8) != 0)
 			BAD("%s: truncated or damaged (bad trailer)", path);
-		if (get64(tr + 8) != records || get64(tr + 16) != bytes)
+		if (get_be64(tr + 8) != records || get_be64(tr + 16) != bytes)
 			BAD("%s: trailer counts do not match the records",
 			    path);
 		crypto_generichash_update(&hs, tr, 24);

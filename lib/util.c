@@ -4,6 +4,11 @@
  * and sizes as people write them, readiness notification on a file
  * descriptor (s6 style), and clocks.
  */
+#include <sys/ioctl.h>
+#include <sys/stat.h>
+
+#include <linux/fs.h>
+
 #include <errno.h>
 #include <fcntl.h>
 #include <limits.h>
@@ -196,4 +201,98 @@ fmt_duration(uint64_t us, char *buf, size_t len)
 	else
 		snprintf(buf, len, "%lluus", (unsigned long long)us);
 	return buf;
+}
+
+/*
+ * Fixed-width integers in a byte buffer, one byte at a time, so that
+ * neither alignment nor the host's byte order matters.  Everything that
+ * travels between nodes is big-endian (network byte order).
+ */
+void
+put_be16(unsigned char *p, uint16_t v)
+{
+	p[0] = v >> 8;
+	p[1] = v;
+}
+
+void
+put_be32(unsigned char *p, uint32_t v)
+{
+	p[0] = v >> 24;
+	p[1] = v >> 16;
+	p[2] = v >> 8;
+	p[3] = v;
+}
+
+void
+put_be64(unsigned char *p, uint64_t v)
+{
+	put_be32(p, v >> 32);
+	put_be32(p + 4, (uint32_t)v);
+}
+
+uint16_t
+get_be16(const unsigned char *p)
+{
+	return (uint16_t)(p[0] << 8 | p[1]);
+}
+
+uint32_t
+get_be32(const unsigned char *p)
+{
+	return (uint32_t)p[0] << 24 | (uint32_t)p[1] << 16 |
+	    (uint32_t)p[2] << 8 | p[3];
+}
+
+uint64_t
+get_be64(const unsigned char *p)
+{
+	return (uint64_t)get_be32(p) << 32 | get_be32(p + 4);
+}
+
+void
+put_le32(unsigned char *p, uint32_t v)
+{
+	p[0] = v;
+	p[1] = v >> 8;
+	p[2] = v >> 16;
+	p[3] = v >> 24;
+}
+
+void
+put_le64(unsigned char *p, uint64_t v)
+{
+	put_le32(p, (uint32_t)v);
+	put_le32(p + 4, v >> 32);
+}
+
+uint32_t
+get_le32(const unsigned char *p)
+{
+	return (uint32_t)p[3] << 24 | (uint32_t)p[2] << 16 |
+	    (uint32_t)p[1] << 8 | p[0];
+}
+
+uint64_t
+get_le64(const unsigned char *p)
+{
+	return (uint64_t)get_le32(p + 4) << 32 | get_le32(p);
+}
+
+/* store_size: the size of a regular file or a block device, or -1. */
+int
+store_size(int fd, uint64_t *size)
+{
+	struct stat	st;
+
+	if (fstat(fd, &st) == -1)
+		return -1;
+	if (S_ISBLK(st.st_mode))
+		return ioctl(fd, BLKGETSIZE64, size);
+	if (!S_ISREG(st.st_mode)) {
+		errno = EINVAL;
+		return -1;
+	}
+	*size = (uint64_t)st.st_size;
+	return 0;
 }
