@@ -99,48 +99,6 @@ static void	conn_maybe_free(struct nbd_conn *);
 static void	req_release(struct nbd_req *);
 static void	mark_dirty(struct nbd_conn *);
 
-void
-nbd_put16(unsigned char *p, uint16_t v)
-{
-	p[0] = v >> 8;
-	p[1] = v;
-}
-
-void
-nbd_put32(unsigned char *p, uint32_t v)
-{
-	p[0] = v >> 24;
-	p[1] = v >> 16;
-	p[2] = v >> 8;
-	p[3] = v;
-}
-
-void
-nbd_put64(unsigned char *p, uint64_t v)
-{
-	nbd_put32(p, v >> 32);
-	nbd_put32(p + 4, v);
-}
-
-uint16_t
-nbd_get16(const unsigned char *p)
-{
-	return (uint16_t)(p[0] << 8 | p[1]);
-}
-
-uint32_t
-nbd_get32(const unsigned char *p)
-{
-	return (uint32_t)p[0] << 24 | (uint32_t)p[1] << 16 |
-	    (uint32_t)p[2] << 8 | p[3];
-}
-
-uint64_t
-nbd_get64(const unsigned char *p)
-{
-	return (uint64_t)nbd_get32(p) << 32 | nbd_get32(p + 4);
-}
-
 /* nbd_errno: the protocol's error number for a system errno. */
 int
 nbd_errno(int e)
@@ -312,8 +270,8 @@ nbd_req_done(struct nbd_req *r, int err)
 		TAILQ_INSERT_HEAD(&c->outq, r, entry);
 		c->stuck = 0;
 	} else {
-		nbd_put32(r->rhdr, NBD_SIMPLE_REPLY_MAGIC);
-		nbd_put32(r->rhdr + 4, r->err);
+		put_be32(r->rhdr, NBD_SIMPLE_REPLY_MAGIC);
+		put_be32(r->rhdr + 4, r->err);
 		memcpy(r->rhdr + 8, r->cookie, 8);
 		r->sent = 0;
 		TAILQ_INSERT_TAIL(&c->outq, r, entry);
@@ -336,8 +294,8 @@ nbd_req_reply_early(struct nbd_req *r)
 	ssize_t		 n;
 	int		 niov = 1;
 
-	nbd_put32(r->rhdr, NBD_SIMPLE_REPLY_MAGIC);
-	nbd_put32(r->rhdr + 4, 0);
+	put_be32(r->rhdr, NBD_SIMPLE_REPLY_MAGIC);
+	put_be32(r->rhdr + 4, 0);
 	memcpy(r->rhdr + 8, r->cookie, 8);
 	iov[0].iov_base = r->rhdr;
 	iov[0].iov_len = NBD_REPLY_SIZE;
@@ -416,10 +374,10 @@ opt_reply(struct nbd_conn *c, uint32_t opt, uint32_t type, const void *data,
 {
 	unsigned char	h[20];
 
-	nbd_put64(h, NBD_REP_MAGIC);
-	nbd_put32(h + 8, opt);
-	nbd_put32(h + 12, type);
-	nbd_put32(h + 16, len);
+	put_be64(h, NBD_REP_MAGIC);
+	put_be32(h + 8, opt);
+	put_be32(h + 12, type);
+	put_be32(h + 16, len);
 	if (out_add(c, h, sizeof(h)) == -1 ||
 	    (len > 0 && out_add(c, data, len) == -1))
 		c->closing = 1;
@@ -469,8 +427,8 @@ opt_info(struct nbd_conn *c, uint32_t opt, const unsigned char *d,
 	uint16_t		 nreq;
 	int			 want_bs = 0;
 
-	if (len < 6 || (nlen = nbd_get32(d)) > len - 6 ||
-	    (nreq = nbd_get16(d + 4 + nlen), len != 6 + nlen + 2u * nreq)) {
+	if (len < 6 || (nlen = get_be32(d)) > len - 6 ||
+	    (nreq = get_be16(d + 4 + nlen), len != 6 + nlen + 2u * nreq)) {
 		opt_error(c, opt, NBD_REP_ERR_INVALID, "malformed request");
 		return;
 	}
@@ -479,17 +437,17 @@ opt_info(struct nbd_conn *c, uint32_t opt, const unsigned char *d,
 		return;
 	}
 	for (i = 0; i < nreq; i++)
-		if (nbd_get16(d + 6 + nlen + 2 * i) == NBD_INFO_BLOCK_SIZE)
+		if (get_be16(d + 6 + nlen + 2 * i) == NBD_INFO_BLOCK_SIZE)
 			want_bs = 1;
-	nbd_put16(info, NBD_INFO_EXPORT);
-	nbd_put64(info + 2, s->size);
-	nbd_put16(info + 10, tx_flags(s));
+	put_be16(info, NBD_INFO_EXPORT);
+	put_be64(info + 2, s->size);
+	put_be16(info + 10, tx_flags(s));
 	opt_reply(c, opt, NBD_REP_INFO, info, 12);
 	if (want_bs) {
-		nbd_put16(info, NBD_INFO_BLOCK_SIZE);
-		nbd_put32(info + 2, NBD_MIN_BLOCK);
-		nbd_put32(info + 6, NBD_PREF_BLOCK);
-		nbd_put32(info + 10, NBD_MAX_PAYLOAD);
+		put_be16(info, NBD_INFO_BLOCK_SIZE);
+		put_be32(info + 2, NBD_MIN_BLOCK);
+		put_be32(info + 6, NBD_PREF_BLOCK);
+		put_be32(info + 10, NBD_MAX_PAYLOAD);
 		opt_reply(c, opt, NBD_REP_INFO, info, 14);
 	}
 	opt_reply(c, opt, NBD_REP_ACK, NULL, 0);
@@ -505,7 +463,7 @@ opt_list_one(struct nbd_conn *c, const char *name)
 
 	if (n > 64)
 		n = 64;
-	nbd_put32(b, n);
+	put_be32(b, n);
 	memcpy(b + 4, name, n);
 	opt_reply(c, NBD_OPT_LIST, NBD_REP_SERVER, b, 4 + n);
 }
@@ -526,8 +484,8 @@ handle_option(struct nbd_conn *c, uint32_t opt, const unsigned char *d,
 			c->closing = 1;
 			return;
 		}
-		nbd_put64(b, s->size);
-		nbd_put16(b + 8, tx_flags(s));
+		put_be64(b, s->size);
+		put_be16(b + 8, tx_flags(s));
 		memset(b + 10, 0, 124);
 		if (out_add(c, b, c->no_zeroes ? 10 : sizeof(b)) == -1)
 			c->closing = 1;
@@ -568,7 +526,7 @@ handle_request(struct nbd_conn *c, const unsigned char *h)
 	struct nbd_req		*r;
 	int			 e;
 
-	if (nbd_get32(h) != NBD_REQUEST_MAGIC) {
+	if (get_be32(h) != NBD_REQUEST_MAGIC) {
 		conn_kill(c, "bad request magic");
 		return -1;
 	}
@@ -576,11 +534,11 @@ handle_request(struct nbd_conn *c, const unsigned char *h)
 		conn_kill(c, "out of memory");
 		return -1;
 	}
-	r->flags = nbd_get16(h + 4);
-	r->type = nbd_get16(h + 6);
+	r->flags = get_be16(h + 4);
+	r->type = get_be16(h + 6);
 	memcpy(r->cookie, h + 8, 8);
-	r->offset = nbd_get64(h + 16);
-	r->len = nbd_get32(h + 24);
+	r->offset = get_be64(h + 16);
+	r->len = get_be32(h + 24);
 	e = nbd_check_request(r->type, r->offset, r->len, s->size);
 	if (e == -1) {
 		req_release(r);
@@ -650,7 +608,7 @@ parse(struct nbd_conn *c)
 	case HS_FLAGS:
 		if (avail < 4)
 			return 0;
-		f = nbd_get32(p);
+		f = get_be32(p);
 		c->rstart += 4;
 		if (f & ~(uint32_t)(NBD_FLAG_C_FIXED_NEWSTYLE |
 		    NBD_FLAG_C_NO_ZEROES)) {
@@ -663,12 +621,12 @@ parse(struct nbd_conn *c)
 	case HS_OPT:
 		if (avail < 16)
 			return 0;
-		if (nbd_get64(p) != NBD_IHAVEOPT) {
+		if (get_be64(p) != NBD_IHAVEOPT) {
 			conn_kill(c, "bad option magic");
 			return -1;
 		}
-		opt = nbd_get32(p + 8);
-		len = nbd_get32(p + 12);
+		opt = get_be32(p + 8);
+		len = get_be32(p + 12);
 		if (len > NBD_OPT_MAX) {
 			conn_kill(c, "option too long");
 			return -1;
@@ -958,9 +916,9 @@ do_accept(evutil_socket_t lfd, short what, void *arg)
 	s->nconns++;
 	s->st.conns_total++;
 	c->state = HS_FLAGS;
-	nbd_put64(hello, NBD_MAGIC);
-	nbd_put64(hello + 8, NBD_IHAVEOPT);
-	nbd_put16(hello + 16, NBD_FLAG_FIXED_NEWSTYLE | NBD_FLAG_NO_ZEROES);
+	put_be64(hello, NBD_MAGIC);
+	put_be64(hello + 8, NBD_IHAVEOPT);
+	put_be16(hello + 16, NBD_FLAG_FIXED_NEWSTYLE | NBD_FLAG_NO_ZEROES);
 	out_add(c, hello, sizeof(hello));
 	event_add(c->rev, NULL);
 	c->reading = 1;

@@ -147,12 +147,6 @@ void		 nbd_server_free(struct nbd_server *);
 
 /* Protocol helpers (also for the unit tests). */
 int	 nbd_errno(int);
-void	 nbd_put16(unsigned char *, uint16_t);
-void	 nbd_put32(unsigned char *, uint32_t);
-void	 nbd_put64(unsigned char *, uint64_t);
-uint16_t nbd_get16(const unsigned char *);
-uint32_t nbd_get32(const unsigned char *);
-uint64_t nbd_get64(const unsigned char *);
 int	 nbd_check_request(uint16_t, uint64_t, uint32_t, uint64_t);
 int	 nbd_bufclass(uint32_t);
 

@@ -13,13 +13,13 @@ main(void)
 	unsigned char	b[8];
 	uint64_t	size = 1 << 20;
 
-	nbd_put64(b, 0x0102030405060708ULL);
+	put_be64(b, 0x0102030405060708ULL);
 	ok(b[0] == 1 && b[7] == 8, "put64 is big-endian");
-	ok(nbd_get64(b) == 0x0102030405060708ULL, "get64");
-	nbd_put32(b, 0x25609513);
-	ok(nbd_get32(b) == NBD_REQUEST_MAGIC && b[0] == 0x25, "put32/get32");
-	nbd_put16(b, 0xabcd);
-	ok(nbd_get16(b) == 0xabcd && b[0] == 0xab, "put16/get16");
+	ok(get_be64(b) == 0x0102030405060708ULL, "get64");
+	put_be32(b, 0x25609513);
+	ok(get_be32(b) == NBD_REQUEST_MAGIC && b[0] == 0x25, "put32/get32");
+	put_be16(b, 0xabcd);
+	ok(get_be16(b) == 0xabcd && b[0] == 0xab, "put16/get16");
 
 	ok(nbd_check_request(NBD_CMD_READ, 0, 4096, size) == 0, "read ok");
 	ok(nbd_check_request(NBD_CMD_READ, size - 4096, 4096, size) == 0,
