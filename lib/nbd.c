@@ -285,6 +285,8 @@ nbd_req_done(struct nbd_req *r, int err)
  * its reply at once if nothing else is waiting to be written on that
  * connection; this saves a trip through the event loop.  nbd_req_done()
  * must still follow, from the loop, and then only does the bookkeeping.
+ * Returns 1 when the loop need not be woken for it: never on a connection
+ * that is closing, which the loop closes only once nothing is in flight.
  */
 int
 nbd_req_reply_early(struct nbd_req *r)
@@ -292,7 +294,7 @@ nbd_req_reply_early(struct nbd_req *r)
 	struct nbd_conn	*c = r->conn;
 	struct iovec	 iov[2];
 	ssize_t		 n;
-	int		 niov = 1;
+	int		 niov = 1, closing;
 
 	put_be32(r->rhdr, NBD_SIMPLE_REPLY_MAGIC);
 	put_be32(r->rhdr + 4, 0);
@@ -306,6 +308,7 @@ nbd_req_reply_early(struct nbd_req *r)
 	}
 	if (pthread_mutex_trylock(&c->wlock) != 0)
 		return 0;
+	closing = c->closing;
 	if (!c->dead && !c->stuck && c->olen == 0 &&
 	    TAILQ_EMPTY(&c->outq)) {
 		n = writev(c->fd, iov, niov);
@@ -318,7 +321,7 @@ nbd_req_reply_early(struct nbd_req *r)
 		}
 	}
 	pthread_mutex_unlock(&c->wlock);
-	return r->early == EARLY_SENT;
+	return r->early == EARLY_SENT && !closing;
 }
 
 void
@@ -547,7 +550,10 @@ handle_request(struct nbd_conn *c, const unsigned char *h)
 	}
 	if (r->type == NBD_CMD_DISC) {
 		req_release(r);
+		/* under wlock: see nbd_req_reply_early */
+		pthread_mutex_lock(&c->wlock);
 		c->closing = 1;
+		pthread_mutex_unlock(&c->wlock);
 		return 1;
 	}
 	if (r->type == NBD_CMD_READ || r->type == NBD_CMD_WRITE) {
