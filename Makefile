@@ -52,6 +52,10 @@ check: deps
 	$(MAKE) all tests
 	t/check $(UNIT)
 
+# A three-node cluster on this machine with a failover, narrated (as root).
+demo: deps all
+	examples/demo
+
 # The whole suite again, built with the address and undefined-behaviour
 # sanitizers, in a copy of the tree so that the normal build is untouched.
 asan: deps
@@ -109,4 +113,4 @@ clean:
 	rm -f $(BIN) $(LIB) $(LIBOBJ) $(TESTBIN) $(UNIT)
 	rm -rf .asan .fuzz
 
-.PHONY: all tests deps check asan fuzz install uninstall lint clean
+.PHONY: all tests deps check demo asan fuzz install uninstall lint clean
