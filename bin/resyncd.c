@@ -1000,15 +1000,17 @@ resync_peer(struct rsjob *j, int wait_connect)
 {
 	struct kv	kv[K_N];
 	uint64_t	deadline = 0;
+	int		up;
 
 	job_start(j);
 	for (;;) {
 		status(j, kv);
 		j->remaining = strtoull(kv[K_OOS].val, NULL, 10);
-		if (strcmp(kv[K_STATE].val, "uptodate") == 0 &&
-		    (j->kind == 0 || j->remaining == 0))
+		up = strcmp(kv[K_STATE].val, "uptodate") == 0;
+		if (up && j->remaining == 0)
 			break;
-		if (strcmp(kv[K_RESYNC].val, "source") != 0) {
+		/* a source, or in sync but for blocks verify found */
+		if (strcmp(kv[K_RESYNC].val, "source") != 0 && !up) {
 			if (!wait_connect && strcmp(kv[K_RESYNC].val,
 			    "bitmap") != 0) {
 				job_end(j);
