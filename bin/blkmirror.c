@@ -48,6 +48,9 @@
 #define STOP_GRACE_USEC	5000000
 #define EVQ_MAX		(1 << 20)	/* output a slow "events" reader may
 					   leave unread before it is dropped */
+#define RS_MAX		256		/* resync requests at once */
+#define RS_FLUSH_BYTES	(4u << 20)	/* resynced between target flushes */
+#define RS_BUFS		64		/* resync buffers kept for reuse */
 
 /* states of a write-type request (nbd_req.state) */
 enum { W_NEW, W_OVERLAP, W_ALFULL, W_AL, W_IO };
@@ -88,7 +91,41 @@ struct peer {
 	uint64_t		 pend_bytes, acked_usec, overflows;
 	TAILQ_HEAD(, pend)	 pend;
 	char			 last_error[256];
+	/* resync (see "resync" below) */
+	int			 bm_sent, bm_got;	/* bitmap exchange */
+	int			 al_done;	/* our crash's AL sent to it */
+	int			 rs_full, peer_empty;
+	unsigned int		 rs_inflight;
+	uint64_t		 rs_sent, rs_recv, rs_start_oos;
+	uint64_t		 rs_start_usec, verify_diff;
+	struct rng		*unfl;		/* acknowledged, not yet durable
+						   on the target */
+	size_t			 nunfl, unflcap, unfl_at_flush;
+	uint64_t		 unfl_bytes, rs_flush_id;
+	int			 rs_flushing;
 };
+
+struct rng {
+	uint64_t	 off;
+	uint32_t	 len;
+};
+
+/* a resync request from the control socket (kind RS_*) */
+enum { RS_DATA, RS_CSUM, RS_VERIFY };
+static const char *rs_kinds[] = { "sync", "sync", "verify" };
+
+struct rsreq {
+	struct ioq_job		 job;
+	TAILQ_ENTRY(rsreq)	 entry;
+	struct peer		*p;
+	struct ctlc		*c;		/* who asked; NULL once gone */
+	uint64_t		 pgen, id, off, sent;
+	uint32_t		 len, diff;
+	int			 kind, acks, err, active, reading, zero;
+	unsigned char		*buf;
+	unsigned char		 hash[REPL_RS_BLOCKS * REPL_RS_HASH];
+};
+TAILQ_HEAD(rsqh, rsreq);
 
 struct ctlc {
 	TAILQ_ENTRY(ctlc)	 entry;
@@ -139,8 +176,16 @@ static uint64_t			 jend, jrecs, epochs_applied;
 static uint64_t			 jstart, jbound, jbseq, jbepoch, jbgen;
 static unsigned int		 jbflushes;
 static struct peer		*jbpeer;
+static struct peer		*jsrc;		/* whose records are in it */
 static struct event		*jtimer;
 static struct evconnlistener	*peer_lev;
+static struct rsqh		 rsq = TAILQ_HEAD_INITIALIZER(rsq);
+static struct rsqh		 rswait = TAILQ_HEAD_INITIALIZER(rswait);
+static unsigned int		 nrs;
+static uint64_t			 rsid;
+static unsigned char		*rsbufs[RS_BUFS];
+static int			 nrsbufs;
+static uint64_t			 wlat_ewma, wlat_n;
 static void	on_ready(struct link *, const char *);
 static void	on_message(struct link *, unsigned, const void *, size_t);
 static void	on_close(struct link *, const char *);
@@ -165,6 +210,18 @@ static void	req_maybe_done(struct nbd_req *);
 static int	have_quorum(void);
 static void	journal_cut(void);
 static void	journal_commit(void);
+static int	clear_oos(struct peer *, uint64_t, uint64_t);
+static int	mark_oos(struct peer *, uint64_t, uint64_t);
+static void	rs_release(void);
+static void	rs_peer_down(struct peer *);
+static void	rs_hello(struct peer *, const struct gi_decision *);
+static void	rs_check(struct peer *);
+static uint64_t	rs_stage(int, unsigned char *);
+static int	rs_message(struct peer *, unsigned, const void *, size_t);
+static void	rs_command(struct ctlc *, char *);
+static void	rs_ctl_gone(struct ctlc *);
+static void	rs_status(struct evbuffer *, struct peer *);
+static void	rs_oos(struct evbuffer *, const char *);
 
 static void
 usage(void)
@@ -177,7 +234,7 @@ usage(void)
 	    "                 [-q policy] [-t [host:]port] -c ctlsock "
 	    "-l nbdsock\n"
 	    "                 -m meta -n node device\n"
-	    "       blkmirror init [-f] [-a extents] [-g gi] -m meta -n node "
+	    "       blkmirror init [-Ef] [-a extents] [-g gi] -m meta -n node "
 	    "device\n"
 	    "                 [size]\n"
 	    "       blkmirror dump -m meta\n"
@@ -467,12 +524,19 @@ overlaps(struct nbd_req *a, struct nbd_req *b)
 	return a->offset < b->offset + b->len && b->offset < a->offset + a->len;
 }
 
-/* Is an earlier write in wlist overlapping r? */
+/*
+ * Is an earlier write in wlist, or a resync request under way, overlapping
+ * r?  (A resync block read before a write must reach the peer before it.)
+ */
 static int
 blocked(struct nbd_req *r)
 {
 	struct nbd_req	*o;
+	struct rsreq	*q;
 
+	TAILQ_FOREACH(q, &rsq, entry)
+		if (r->offset < q->off + q->len && q->off < r->offset + r->len)
+			return 1;
 	TAILQ_FOREACH(o, &wlist, wentry) {
 		if (o == r)
 			return 0;
@@ -482,17 +546,24 @@ blocked(struct nbd_req *r)
 	return 0;
 }
 
+/* An application write's latency, for resyncd's dynamic rate. */
 static void
-finish_write(struct nbd_req *r, int e)
+lat_note(struct nbd_req *r)
+{
+	uint64_t	lat = now_usec() - r->t0;
+
+	if (wlat_n++ == 0)
+		wlat_ewma = lat;
+	else
+		wlat_ewma = wlat_ewma - wlat_ewma / 8 + lat / 8;
+}
+
+/* Writes that waited for an overlapping one may go now. */
+static void
+retry_writes(void)
 {
 	struct nbd_req	*o, *tmp;
-	struct reqq	 retry;
 
-	TAILQ_REMOVE(&wlist, r, wentry);
-	disk_inflight--;
-	if (e != 0)
-		io_error(r, e);
-	nbd_req_done(r, e);
 	if (noverlap > 0) {
 		TAILQ_FOREACH_SAFE(o, &wlist, wentry, tmp) {
 			if (o->state != W_OVERLAP || blocked(o))
@@ -503,6 +574,23 @@ finish_write(struct nbd_req *r, int e)
 			start_chunk(o);
 		}
 	}
+}
+
+static void
+finish_write(struct nbd_req *r, int e)
+{
+	struct nbd_req	*o;
+	struct reqq	 retry;
+
+	TAILQ_REMOVE(&wlist, r, wentry);
+	disk_inflight--;
+	if (e != 0)
+		io_error(r, e);
+	lat_note(r);
+	nbd_req_done(r, e);
+	retry_writes();
+	if (!TAILQ_EMPTY(&rswait))
+		rs_release();
 	if (!TAILQ_EMPTY(&alfull)) {
 		TAILQ_INIT(&retry);
 		TAILQ_CONCAT(&retry, &alfull, entry);
@@ -661,6 +749,7 @@ submit(struct nbd_req *r, void *arg)
 	r->local_done = r->lerr = r->repl = 0;
 	r->need_bm = 0;
 	r->early_ok = npeers == 0;
+	r->t0 = now_usec();
 	if (primary && npeers > 0 && !have_quorum()) {
 		if (qmode == Q_SUSPEND) {
 			TAILQ_INSERT_TAIL(&held, r, entry);
@@ -883,7 +972,7 @@ meta_commit(void)
 	metabm = 0;
 	for (p = 0; p < META_PEERS; p++)
 		if (m->peer[p].in_use && m->peer[p].bm_dirty) {
-			bmoff[p] = meta_bm_stage(m, p, bmsnap[p]);
+			bmoff[p] = rs_stage(p, bmsnap[p]);
 			metabm |= 1 << p;
 		}
 	meta_encode(m, metabuf, &metaoff);
@@ -990,8 +1079,6 @@ repl_write(struct nbd_req *r)
 				r->need_bm = gi_need;
 			continue;
 		}
-		if (p->st != PS_UPTODATE)
-			mark_oos(p, r->offset, r->len);
 		for (off = r->offset; off < r->offset + r->len; off += n) {
 			n = r->offset + r->len - off;
 			if (n > REPL_CHUNK)
@@ -1067,6 +1154,7 @@ req_maybe_done(struct nbd_req *r)
 		disk_inflight--;
 		if (r->lerr != 0)
 			io_error(r, r->lerr);
+		lat_note(r);
 		nbd_req_done(r, r->lerr);
 	} else
 		finish_write(r, r->lerr);
@@ -1139,9 +1227,11 @@ peer_down(struct peer *p, const char *reason)
 		}
 		pend_del(p, pd);
 	}
+	rs_peer_down(p);
 	if (p->st != PS_BEHIND || !primary)
 		p->st = PS_DOWN;
-	if (!primary && jfd != -1 && (jbpeer == p || jend > jbound))
+	/* Only the stream from p ends: another's epoch goes on. */
+	if (!primary && jfd != -1 && jsrc == p)
 		journal_cut();
 	if (was) {
 		log_info("peer %s: disconnected: %s", p->name, reason);
@@ -1218,6 +1308,7 @@ on_hello(struct peer *p, const struct repl_hello *h)
 	p->hello = 1;
 	p->st = map[d.verdict];
 	p->last_error[0] = '\0';
+	p->peer_empty = h->current == 0;
 	if (p->st == PS_UPTODATE) {
 		m->peer[p->slot].bitmap_gi = 0;
 		bm_gen++;
@@ -1231,6 +1322,7 @@ on_hello(struct peer *p, const struct repl_hello *h)
 	    gi_verdict_name(d.verdict), pstate_names[p->st], d.why);
 	if (p->st == PS_SPLIT)
 		emit("split-brain", "peer=%s", p->name);
+	rs_hello(p, &d);
 	quorum_check();
 	peer_flags_changed();
 }
@@ -1281,21 +1373,76 @@ on_close(struct link *l, const char *reason)
 
 /* --- the secondary's side ------------------------------------------ */
 
+enum { RJ_REPL, RJ_RS_DATA, RJ_RS_FLUSH, RJ_RS_CSUM };
+
 struct rjob {
 	struct ioq_job	 job;
 	struct peer	*p;
 	uint64_t	 gen, seq, off;
 	uint32_t	 len;
 	uint16_t	 cmd, flags;
+	int		 kind;
+	unsigned char	 mask[REPL_RS_BLOCKS / 8];	/* RJ_RS_CSUM */
 	unsigned char	 data[];
 };
+
+/* Read [off, off + len) of the store; past its end reads zeroes. */
+static int
+read_full(unsigned char *b, uint32_t len, uint64_t off)
+{
+	uint32_t	done = 0;
+	ssize_t		n;
+
+	while (done < len) {
+		n = pread(devfd, b + done, len - done, off + done);
+		if (n == -1 && errno == EINTR)
+			continue;
+		if (n == -1)
+			return errno;
+		if (n == 0) {
+			memset(b + done, 0, len - done);
+			break;
+		}
+		done += n;
+	}
+	return 0;
+}
+
+static void
+block_hash(unsigned char *out, const unsigned char *b)
+{
+	crypto_generichash(out, REPL_RS_HASH, b, REPL_RS_BLOCK, NULL, 0);
+}
+
+/* RS_CSUM on the target: which of our blocks differ from the source's? */
+static int
+csum_compare(struct rjob *rj)
+{
+	unsigned char	*b, h[REPL_RS_HASH];
+	uint32_t	 i, n = rj->len / REPL_RS_BLOCK;
+	int		 e;
+
+	if ((b = malloc(rj->len)) == NULL)
+		return ENOMEM;
+	if ((e = read_full(b, rj->len, rj->off)) == 0)
+		for (i = 0; i < n; i++) {
+			block_hash(h, b + (size_t)i * REPL_RS_BLOCK);
+			if (sodium_memcmp(h, rj->data + (size_t)i *
+			    REPL_RS_HASH, REPL_RS_HASH) != 0)
+				rj->mask[i / 8] |= 1 << (i % 8);
+		}
+	free(b);
+	return e;
+}
 
 static void
 work_rjob(struct ioq_job *j)
 {
 	struct rjob	*rj = (struct rjob *)(void *)j;
 
-	if (rj->cmd == NBD_CMD_FLUSH)
+	if (rj->kind == RJ_RS_CSUM)
+		j->err = csum_compare(rj);
+	else if (rj->cmd == NBD_CMD_FLUSH)
 		j->err = fdatasync(devfd) == -1 ? errno : 0;
 	else
 		j->err = apply(rj->cmd, rj->off, rj->len, rj->data,
@@ -1306,26 +1453,57 @@ static void
 done_rjob(struct ioq_job *j)
 {
 	struct rjob	*rj = (struct rjob *)(void *)j;
-	unsigned char	 b[REPL_ACK_SIZE];
+	struct peer	*p = rj->p;
+	unsigned char	 b[REPL_RS_DIFF_MAX];
 
 	disk_inflight--;
-	if (rj->p->gen == rj->gen && rj->p->link != NULL)
-		link_send(rj->p->link, REPL_ACK, b,
-		    repl_ack_enc(b, rj->seq, j->err));
+	if (p->gen != rj->gen || p->link == NULL) {
+		free(rj);
+		return;
+	}
+	switch (rj->kind) {
+	case RJ_REPL:
+		link_send(p->link, REPL_ACK, b, repl_ack_enc(b, rj->seq,
+		    j->err));
+		break;
+	case RJ_RS_DATA:
+		if (j->err == 0) {
+			clear_oos(p, rj->off, rj->len);
+			p->rs_recv += rj->len;
+		}
+		link_send(p->link, REPL_RS_ACK, b, repl_ack_enc(b, rj->seq,
+		    j->err));
+		break;
+	case RJ_RS_FLUSH:
+		/* What we received is durable: so is its bitmap, soon. */
+		meta_commit();
+		link_send(p->link, REPL_RS_ACK, b, repl_ack_enc(b, rj->seq,
+		    j->err));
+		break;
+	case RJ_RS_CSUM:
+		if (j->err != 0)
+			link_send(p->link, REPL_RS_ACK, b, repl_ack_enc(b,
+			    rj->seq, j->err));
+		else
+			link_send(p->link, REPL_RS_DIFF, b, repl_diff_enc(b,
+			    rj->seq, rj->len / REPL_RS_BLOCK, rj->mask));
+		break;
+	}
 	free(rj);
 }
 
 static void
-rjob_submit(struct peer *p, uint64_t seq, uint16_t cmd, uint64_t off,
-    uint32_t len, uint16_t flags, const unsigned char *data)
+rjob_submit(struct peer *p, int kind, uint64_t seq, uint16_t cmd,
+    uint64_t off, uint32_t len, uint16_t flags, const unsigned char *data,
+    size_t n)
 {
 	struct rjob	*rj;
-	size_t		 n = data != NULL ? len : 0;
 
 	if ((rj = calloc(1, sizeof(*rj) + n)) == NULL)
 		fatal("malloc");
 	rj->p = p;
 	rj->gen = p->gen;
+	rj->kind = kind;
 	rj->seq = seq;
 	rj->cmd = cmd;
 	rj->off = off;
@@ -1568,6 +1746,804 @@ journal_recover(void)
 		fatalx("%s: %s", jpath, strerror(e));
 }
 
+/*
+ * --- resync ----------------------------------------------------------
+ *
+ * When two nodes meet and their generation identifiers say that one is
+ * the other's sync source, both send the dirty bitmap they keep for the
+ * other (BITMAP messages; the source adds every block for a full sync,
+ * a node that crashed as primary its activity log) and OR in what they
+ * receive: both then hold the same set of blocks to move.  The target
+ * marks its data inconsistent until the end.
+ *
+ * What moves, when and how fast is resyncd's business: on the source's
+ * control socket it lists the blocks ("oos PEER") and asks for ranges
+ * ("sync PEER OFFSET LENGTH [csum]", "verify PEER OFFSET LENGTH"), as many
+ * at once as it likes.  blkmirror does each one: it waits for writes in
+ * flight on the range and holds new ones back until the peer has the
+ * block, so that a resync block never overwrites a newer write; reads the
+ * range; sends it (RS_DATA), or first its block hashes (RS_CSUM) so that
+ * only blocks that differ move; and answers "ok" when the target wrote
+ * it.  The source clears the bits then, but keeps them set on disk until
+ * the target has synced (RS_FLUSH, every RS_FLUSH_BYTES): a resync that
+ * stops at any point resumes from the bitmaps, losing at most that much.
+ * When no block is left the source sends its identifiers (RS_DONE) and
+ * the target takes them: the pair is in sync.
+ */
+static unsigned char *
+rs_buf_get(void)
+{
+	unsigned char	*b;
+
+	if (nrsbufs > 0)
+		return rsbufs[--nrsbufs];
+	if ((b = malloc(REPL_CHUNK)) == NULL)
+		fatal("malloc");
+	return b;
+}
+
+static void
+rs_buf_put(unsigned char *b)
+{
+	if (b == NULL)
+		return;
+	if (nrsbufs < RS_BUFS)
+		rsbufs[nrsbufs++] = b;
+	else
+		free(b);
+}
+
+/* Clear [off, off + len) for peer p: whole blocks only. */
+static int
+clear_oos(struct peer *p, uint64_t off, uint64_t len)
+{
+	struct meta_peer *mp = &m->peer[p->slot];
+	uint64_t	 b, end;
+	int		 changed = 0;
+
+	end = (off + len) / META_BLOCK;
+	for (b = (off + META_BLOCK - 1) / META_BLOCK; b < end &&
+	    b < m->nbits; b++) {
+		if (!(mp->bm[b / 8] & (1 << (b % 8))))
+			continue;
+		mp->bm[b / 8] &= ~(1 << (b % 8));
+		mp->oos_blocks--;
+		changed = 1;
+	}
+	if (changed) {
+		mp->bm_dirty = 1;
+		bm_gen++;
+	}
+	return changed;
+}
+
+/*
+ * rs_stage: stage peer slot's bitmap for writing, with the bits of resync
+ * writes the target has not yet made durable still set.
+ */
+static uint64_t
+rs_stage(int slot, unsigned char *snap)
+{
+	struct meta_peer *mp = &m->peer[slot];
+	struct peer	*p;
+	uint64_t	*set = NULL, nset = 0, b, oos = mp->oos_blocks, off;
+	size_t		 i;
+
+	TAILQ_FOREACH(p, &peers, entry)
+		if (p->slot == slot)
+			break;
+	if (p == NULL || p->nunfl == 0)
+		return meta_bm_stage(m, slot, snap);
+	if ((set = calloc(p->unfl_bytes / META_BLOCK + 1, sizeof(*set))) ==
+	    NULL)
+		fatal("calloc");
+	for (i = 0; i < p->nunfl; i++)
+		for (b = p->unfl[i].off / META_BLOCK; b < (p->unfl[i].off +
+		    p->unfl[i].len) / META_BLOCK && b < m->nbits; b++)
+			if (!(mp->bm[b / 8] & (1 << (b % 8)))) {
+				mp->bm[b / 8] |= 1 << (b % 8);
+				set[nset++] = b;
+			}
+	off = meta_bm_stage(m, slot, snap);
+	for (i = 0; i < nset; i++)
+		mp->bm[set[i] / 8] &= ~(1 << (set[i] % 8));
+	mp->oos_blocks = oos;
+	free(set);
+	return off;
+}
+
+static void
+unfl_add(struct peer *p, uint64_t off, uint32_t len)
+{
+	if (p->nunfl == p->unflcap) {
+		p->unflcap = p->unflcap ? 2 * p->unflcap : 64;
+		if ((p->unfl = reallocarray(p->unfl, p->unflcap,
+		    sizeof(*p->unfl))) == NULL)
+			fatal("realloc");
+	}
+	p->unfl[p->nunfl].off = off;
+	p->unfl[p->nunfl].len = len;
+	p->nunfl++;
+	p->unfl_bytes += len;
+}
+
+/* The first n entries are durable on the target now. */
+static void
+unfl_drop(struct peer *p, size_t n)
+{
+	size_t	i;
+
+	for (i = 0; i < n; i++)
+		p->unfl_bytes -= p->unfl[i].len;
+	memmove(p->unfl, p->unfl + n, (p->nunfl - n) * sizeof(*p->unfl));
+	p->nunfl -= n;
+}
+
+static void
+rs_send_bitmap(struct peer *p)
+{
+	struct meta_peer *mp = &m->peer[p->slot];
+	unsigned char	*b;
+	size_t		 off, n, i;
+	const size_t	 piece = 65536;
+
+	for (off = 0; off < m->bm_bytes; off += n) {
+		n = m->bm_bytes - off < piece ? m->bm_bytes - off : piece;
+		for (i = 0; i < n && mp->bm[off + i] == 0; i++)
+			;
+		if (i == n)
+			continue;
+		b = link_msg_buf(p->link);
+		repl_bitmap_enc(b, off, 0);
+		memcpy(b + REPL_BITMAP_HDR, mp->bm + off, n);
+		if (link_send_buf(p->link, REPL_BITMAP, REPL_BITMAP_HDR + n) ==
+		    -1)
+			return;
+	}
+	b = link_msg_buf(p->link);
+	if (link_send_buf(p->link, REPL_BITMAP, repl_bitmap_enc(b, 0,
+	    REPL_BM_LAST)) == 0)
+		p->bm_sent = 1;
+}
+
+/* After HELLO: start the bitmap exchange if one of us is behind. */
+static void
+rs_hello(struct peer *p, const struct gi_decision *d)
+{
+	uint32_t	i;
+	uint64_t	off;
+
+	p->bm_sent = p->bm_got = 0;
+	p->rs_full = d->full;
+	if (p->st != PS_NEEDS_RESYNC && p->st != PS_SYNC_TARGET &&
+	    p->st != PS_SPLIT)
+		return;
+	if (p->st == PS_NEEDS_RESYNC && d->full)
+		mark_oos(p, 0, m->size);
+	if (d->al_self && !p->al_done) {
+		/* What we wrote just before our crash may not be there. */
+		for (i = 0; i < m->al_unclean; i++) {
+			off = (uint64_t)m->al_crashed[i] * META_AL_EXTENT;
+			if (off < m->size)
+				mark_oos(p, off, m->size - off <
+				    META_AL_EXTENT ? m->size - off :
+				    META_AL_EXTENT);
+		}
+		p->al_done = 1;
+	}
+	meta_commit();
+	rs_send_bitmap(p);
+}
+
+/* Both halves of the bitmap exchange are in. */
+static void
+rs_ready(struct peer *p)
+{
+	struct meta_peer *mp = &m->peer[p->slot];
+
+	p->rs_start_oos = mp->oos_blocks;
+	p->rs_start_usec = now_usec();
+	if (p->st == PS_SYNC_TARGET && (m->flags & META_F_CONSISTENT)) {
+		/* Until the end our data is a mix of old and new. */
+		m->flags &= ~(META_F_CONSISTENT | META_F_UPTODATE);
+		bm_gen++;
+	}
+	meta_commit();
+	if (p->st == PS_SPLIT)
+		return;
+	log_info("peer %s: resync %s, %" PRIu64 " bytes out of sync%s",
+	    p->name, p->st == PS_NEEDS_RESYNC ? "source" : "target",
+	    mp->oos_blocks * META_BLOCK, p->rs_full ? " (full)" : "");
+	emit("resync-ready", "peer=%s role=%s oos_bytes=%" PRIu64 " full=%d",
+	    p->name, p->st == PS_NEEDS_RESYNC ? "source" : "target",
+	    mp->oos_blocks * META_BLOCK, p->rs_full);
+	rs_check(p);
+}
+
+static void
+rs_flush(struct peer *p)
+{
+	unsigned char	b[REPL_ID_SIZE];
+
+	p->rs_flush_id = ++rsid;
+	if (link_send(p->link, REPL_RS_FLUSH, b, repl_id_enc(b,
+	    p->rs_flush_id)) == -1)
+		return;
+	p->rs_flushing = 1;
+	p->unfl_at_flush = p->nunfl;
+}
+
+/*
+ * rs_check: flush the target when enough waits, and end the resync when
+ * no block is left, nothing is in flight and all of it is durable.
+ */
+static void
+rs_check(struct peer *p)
+{
+	struct meta_peer *mp = &m->peer[p->slot];
+	unsigned char	 b[REPL_GI_SIZE];
+	uint64_t	 h[GI_HISTORY] = { m->gi_history[0], m->gi_history[1] };
+	char		 t[32];
+
+	if (p->link == NULL || !p->hello)
+		return;
+	if (p->nunfl > 0 && !p->rs_flushing && (p->unfl_bytes >=
+	    RS_FLUSH_BYTES || p->rs_inflight == 0))
+		rs_flush(p);
+	if (p->st != PS_NEEDS_RESYNC || !p->bm_sent || !p->bm_got ||
+	    mp->oos_blocks > 0 || p->rs_inflight > 0 || p->nunfl > 0 ||
+	    p->rs_flushing)
+		return;
+	if (link_send(p->link, REPL_RS_DONE, b, repl_gi_enc(b,
+	    m->gi_current, h)) == -1)
+		return;
+	p->st = PS_UPTODATE;
+	mp->bitmap_gi = 0;
+	bm_gen++;
+	meta_commit();
+	log_info("peer %s: resync done, %" PRIu64 " bytes sent in %s",
+	    p->name, p->rs_sent, fmt_duration(now_usec() - p->rs_start_usec, t,
+	    sizeof(t)));
+	emit("resync-done", "peer=%s role=source sent_bytes=%" PRIu64,
+	    p->name, p->rs_sent);
+	quorum_check();
+	peer_flags_changed();
+}
+
+/* The target took RS_DONE: we are in sync with the source. */
+static void
+rs_done_target(struct peer *p, uint64_t cur, const uint64_t *hist)
+{
+	struct meta_peer *mp = &m->peer[p->slot];
+
+	set_gi(cur, hist);
+	memset(mp->bm, 0, m->bm_bytes);
+	mp->oos_blocks = 0;
+	mp->bm_dirty = 1;
+	mp->bitmap_gi = 0;
+	m->flags |= META_F_CONSISTENT | META_F_UPTODATE;
+	crashed = 0;
+	m->al_unclean = 0;
+	p->st = PS_UPTODATE;
+	bm_gen++;
+	meta_commit();
+	log_info("peer %s: resync done, %" PRIu64 " bytes received; in sync "
+	    "at generation %016" PRIx64, p->name, p->rs_recv, cur);
+	emit("resync-done", "peer=%s role=target received_bytes=%" PRIu64
+	    " gi_current=%016" PRIx64, p->name, p->rs_recv, cur);
+	quorum_check();
+	peer_flags_changed();
+}
+
+static struct rsreq *
+rs_find(struct peer *p, uint64_t id)
+{
+	struct rsreq	*q;
+
+	TAILQ_FOREACH(q, &rsq, entry)
+		if (q->id == id && q->p == p && q->pgen == p->gen)
+			return q;
+	return NULL;
+}
+
+/* End a request: answer whoever asked, wake what waited for it. */
+static void
+rs_finish(struct rsreq *q, const char *why)
+{
+	struct peer	*p = q->p;
+	char		 ebuf[128];
+
+	TAILQ_REMOVE(q->active ? &rsq : &rswait, q, entry);
+	if (why == NULL && q->err != 0)
+		why = strerror(q->err);
+	if (why == NULL && q->kind != RS_VERIFY && q->pgen == p->gen) {
+		clear_oos(p, q->off, q->len);
+		unfl_add(p, q->off, q->len);
+	}
+	if (q->c != NULL) {
+		if (why != NULL) {
+			snprintf(ebuf, sizeof(ebuf), "%s", why);
+			evbuffer_add_printf(bufferevent_get_output(q->c->bev),
+			    "error: %s %s %" PRIu64 " %" PRIu32 ": %s\n",
+			    rs_kinds[q->kind], p->name, q->off, q->len, ebuf);
+		} else
+			evbuffer_add_printf(bufferevent_get_output(q->c->bev),
+			    "ok %" PRIu64 " %" PRIu32 " bytes=%" PRIu64
+			    " differ=%" PRIu32 "\n", q->off, q->len, q->sent,
+			    q->diff);
+	}
+	if (q->active && q->pgen == p->gen)
+		p->rs_inflight--;
+	rs_buf_put(q->buf);
+	free(q);
+	nrs--;
+}
+
+/* After requests ended: writes and requests that waited may go. */
+static void
+rs_wake(struct peer *p)
+{
+	retry_writes();
+	rs_release();
+	rs_check(p);
+	update_eager();
+}
+
+static int
+is_zero(const unsigned char *b, size_t n)
+{
+	return n == 0 || (b[0] == 0 && memcmp(b, b + 1, n - 1) == 0);
+}
+
+/* Send [off, off + len) of q's buffer as one RS_DATA. */
+static int
+rs_send_data(struct rsreq *q, uint64_t off, uint32_t len)
+{
+	struct peer	*p = q->p;
+	struct repl_data d;
+	unsigned char	*b = link_msg_buf(p->link), *src;
+
+	src = q->buf + (off - q->off);
+	d.seq = q->id;
+	d.epoch = 0;
+	d.offset = off;
+	d.len = len;
+	d.cmd = is_zero(src, len) ? NBD_CMD_WRITE_ZEROES : NBD_CMD_WRITE;
+	d.flags = 0;
+	repl_data_enc(b, &d);
+	if (d.cmd == NBD_CMD_WRITE)
+		memcpy(b + REPL_DATA_HDR, src, len);
+	if (link_send_buf(p->link, REPL_RS_DATA, REPL_DATA_HDR +
+	    (d.cmd == NBD_CMD_WRITE ? len : 0)) == -1) {
+		q->err = errno;
+		return -1;
+	}
+	q->acks++;
+	q->sent += len;
+	p->rs_sent += len;
+	return 0;
+}
+
+static void
+work_rsread(struct ioq_job *j)
+{
+	struct rsreq	*q = (struct rsreq *)(void *)j;
+	uint32_t	 i;
+
+	if ((j->err = read_full(q->buf, q->len, q->off)) != 0 ||
+	    q->kind == RS_DATA)
+		return;
+	for (i = 0; i < q->len / REPL_RS_BLOCK; i++)
+		block_hash(q->hash + (size_t)i * REPL_RS_HASH, q->buf +
+		    (size_t)i * REPL_RS_BLOCK);
+}
+
+static void
+done_rsread(struct ioq_job *j)
+{
+	struct rsreq	*q = (struct rsreq *)(void *)j;
+	struct peer	*p = q->p;
+	struct repl_csum c;
+	unsigned char	*b;
+
+	disk_inflight--;
+	q->reading = 0;
+	if (q->pgen != p->gen || p->link == NULL) {
+		rs_finish(q, "peer disconnected");
+		rs_wake(p);
+		return;
+	}
+	if (j->err != 0) {
+		rs_finish(q, NULL);
+		rs_wake(p);
+		return;
+	}
+	if (q->kind == RS_DATA)
+		rs_send_data(q, q->off, q->len);
+	else {
+		c.id = q->id;
+		c.offset = q->off;
+		c.len = q->len;
+		c.flags = q->kind == RS_VERIFY ? REPL_RS_VERIFY : 0;
+		c.hashes = q->hash;
+		b = link_msg_buf(p->link);
+		if (link_send_buf(p->link, REPL_RS_CSUM, repl_csum_enc(b,
+		    &c)) == -1)
+			q->err = errno;
+		else
+			q->acks++;
+	}
+	if (q->acks == 0) {
+		rs_finish(q, NULL);
+		rs_wake(p);
+	}
+}
+
+/* Start q unless a write in flight overlaps it. */
+static void
+rs_start(struct rsreq *q)
+{
+	struct nbd_req	*o;
+
+	TAILQ_FOREACH(o, &wlist, wentry)
+		if (o->offset < q->off + q->len && q->off < o->offset + o->len) {
+			TAILQ_INSERT_TAIL(&rswait, q, entry);
+			return;
+		}
+	q->active = 1;
+	q->reading = 1;
+	q->p->rs_inflight++;
+	TAILQ_INSERT_TAIL(&rsq, q, entry);
+	q->buf = rs_buf_get();
+	q->job.work = work_rsread;
+	q->job.done = done_rsread;
+	q->job.slow = 1;
+	disk_inflight++;
+	ioq_submit(ioq, &q->job);
+}
+
+/* Requests that waited for writes: start those that may go now. */
+static void
+rs_release(void)
+{
+	struct rsreq	*q, *tmp;
+	struct rsqh	 again;
+
+	TAILQ_INIT(&again);
+	TAILQ_CONCAT(&again, &rswait, entry);
+	TAILQ_FOREACH_SAFE(q, &again, entry, tmp) {
+		TAILQ_REMOVE(&again, q, entry);
+		if (q->pgen != q->p->gen || q->p->link == NULL) {
+			TAILQ_INSERT_TAIL(&rswait, q, entry);
+			rs_finish(q, "peer disconnected");
+			continue;
+		}
+		rs_start(q);
+	}
+}
+
+/* The link to p went down: its requests fail, unsynced bits come back. */
+static void
+rs_peer_down(struct peer *p)
+{
+	struct rsreq	*q, *tmp;
+	size_t		 i;
+
+	/* p->gen moved on: no bits are cleared for these. */
+	TAILQ_FOREACH_SAFE(q, &rswait, entry, tmp)
+		if (q->p == p)
+			rs_finish(q, "peer disconnected");
+	TAILQ_FOREACH_SAFE(q, &rsq, entry, tmp)
+		if (q->p == p && !q->reading)
+			rs_finish(q, "peer disconnected");
+	p->rs_inflight = 0;
+	for (i = 0; i < p->nunfl; i++)
+		mark_oos(p, p->unfl[i].off, p->unfl[i].len);
+	unfl_drop(p, p->nunfl);
+	p->rs_flushing = 0;
+	p->bm_sent = p->bm_got = 0;
+	retry_writes();
+	rs_release();
+}
+
+/* A BITMAP piece: OR it into ours for p. */
+static void
+rs_bitmap(struct peer *p, uint64_t off, const unsigned char *bits, size_t n)
+{
+	struct meta_peer *mp = &m->peer[p->slot];
+	unsigned char	 add, last = 0xff;
+	size_t		 i;
+
+	if (m->nbits % 8)
+		last = (1 << (m->nbits % 8)) - 1;
+	for (i = 0; i < n; i++) {
+		add = bits[i] & ~mp->bm[off + i];
+		if (off + i == m->bm_bytes - 1)
+			add &= last;
+		if (add == 0)
+			continue;
+		mp->bm[off + i] |= add;
+		mp->oos_blocks += __builtin_popcount(add);
+		mp->bm_dirty = 1;
+	}
+	bm_gen++;
+}
+
+/*
+ * rs_message: a resync message from p; -1 if it is malformed or comes
+ * when it must not (the caller drops the link).
+ */
+static int
+rs_message(struct peer *p, unsigned type, const void *buf, size_t len)
+{
+	const unsigned char	*bits, *mask;
+	struct repl_data	 d;
+	struct repl_csum	 c;
+	struct rsreq		*q;
+	uint64_t		 off, id, cur, hist[GI_HISTORY], o;
+	uint32_t		 fl, e, blocks, i, j;
+	size_t			 n;
+	int			 target = !primary && (p->st == PS_SYNC_TARGET ||
+				    (p->st == PS_UPTODATE &&
+				    !(p->flags & REPL_F_PEER_PRIMARY)));
+
+	switch (type) {
+	case REPL_BITMAP:
+		if (repl_bitmap_dec(buf, len, m->bm_bytes, &off, &fl, &bits,
+		    &n) == -1 || p->bm_got || (p->st != PS_NEEDS_RESYNC &&
+		    p->st != PS_SYNC_TARGET && p->st != PS_SPLIT))
+			return -1;
+		rs_bitmap(p, off, bits, n);
+		if (fl & REPL_BM_LAST) {
+			p->bm_got = 1;
+			rs_ready(p);
+		}
+		return 0;
+	case REPL_RS_DATA:
+		if (repl_data_dec(buf, len, m->size, &d) == -1 || !target ||
+		    d.cmd == NBD_CMD_TRIM)
+			return -1;
+		rjob_submit(p, RJ_RS_DATA, d.seq, d.cmd, d.offset, d.len, 0,
+		    d.data, d.data != NULL ? d.len : 0);
+		return 0;
+	case REPL_RS_CSUM:
+		if (repl_csum_dec(buf, len, m->size, &c) == -1 || (!target &&
+		    !(c.flags & REPL_RS_VERIFY)))
+			return -1;
+		rjob_submit(p, RJ_RS_CSUM, c.id, 0, c.offset, c.len, c.flags,
+		    c.hashes, (size_t)(c.len / REPL_RS_BLOCK) * REPL_RS_HASH);
+		return 0;
+	case REPL_RS_FLUSH:
+		if (repl_id_dec(buf, len, &id) == -1 || !target)
+			return -1;
+		rjob_submit(p, RJ_RS_FLUSH, id, NBD_CMD_FLUSH, 0, 0, 0, NULL,
+		    0);
+		return 0;
+	case REPL_RS_DONE:
+		if (repl_gi_dec(buf, len, &cur, hist) == -1 ||
+		    p->st != PS_SYNC_TARGET || primary || !p->bm_got)
+			return -1;
+		rs_done_target(p, cur, hist);
+		return 0;
+	case REPL_RS_ACK:
+		if (repl_ack_dec(buf, len, &id, &e) == -1)
+			return -1;
+		if (p->rs_flushing && id == p->rs_flush_id) {
+			p->rs_flushing = 0;
+			if (e != 0)
+				log_warnx("peer %s: resync flush: %s",
+				    p->name, strerror(e));
+			else {
+				unfl_drop(p, p->unfl_at_flush);
+				m->peer[p->slot].bm_dirty = 1;
+				bm_gen++;
+				meta_commit();
+			}
+			rs_check(p);
+			return 0;
+		}
+		if ((q = rs_find(p, id)) == NULL || q->acks == 0)
+			return -1;
+		if (e != 0)
+			q->err = e;
+		if (--q->acks == 0) {
+			rs_finish(q, NULL);
+			rs_wake(p);
+		}
+		return 0;
+	case REPL_RS_DIFF:
+		if (repl_diff_dec(buf, len, &id, &blocks, &mask) == -1 ||
+		    (q = rs_find(p, id)) == NULL || q->kind == RS_DATA ||
+		    q->acks != 1 || blocks != q->len / REPL_RS_BLOCK)
+			return -1;
+		q->acks = 0;
+		for (i = 0; i < blocks; i++)
+			if (mask[i / 8] & (1 << (i % 8)))
+				q->diff++;
+		if (q->kind == RS_VERIFY) {
+			for (i = 0; i < blocks; i++)
+				if (mask[i / 8] & (1 << (i % 8)))
+					mark_oos(p, q->off + (uint64_t)i *
+					    REPL_RS_BLOCK, REPL_RS_BLOCK);
+			p->verify_diff += q->diff;
+			if (q->diff > 0) {
+				emit("verify", "peer=%s offset=%" PRIu64
+				    " length=%" PRIu32 " differ_blocks=%" PRIu32,
+				    p->name, q->off, q->len, q->diff);
+				meta_commit();
+			}
+		} else {
+			/* Send each run of blocks that differ. */
+			for (i = 0; i < blocks; i = j) {
+				if (!(mask[i / 8] & (1 << (i % 8)))) {
+					j = i + 1;
+					continue;
+				}
+				for (j = i; j < blocks &&
+				    (mask[j / 8] & (1 << (j % 8))); j++)
+					;
+				o = q->off + (uint64_t)i * REPL_RS_BLOCK;
+				if (rs_send_data(q, o, (j - i) *
+				    REPL_RS_BLOCK) == -1)
+					break;
+			}
+		}
+		if (q->acks == 0) {
+			rs_finish(q, NULL);
+			rs_wake(p);
+		}
+		return 0;
+	}
+	return -1;
+}
+
+/* "oos PEER": the runs of out-of-sync blocks, at most 1 MiB each. */
+static void
+rs_oos(struct evbuffer *out, const char *name)
+{
+	struct peer	*p;
+	struct meta_peer *mp;
+	uint64_t	 b, start, max = REPL_CHUNK / META_BLOCK;
+
+	if ((p = peer_find(name)) == NULL) {
+		evbuffer_add_printf(out, "error: oos: no peer %.64s\n", name);
+		return;
+	}
+	mp = &m->peer[p->slot];
+	for (b = 0; b < m->nbits; ) {
+		if (mp->bm[b / 8] == 0 && b % 8 == 0) {
+			b += 8;
+			continue;
+		}
+		if (!(mp->bm[b / 8] & (1 << (b % 8)))) {
+			b++;
+			continue;
+		}
+		for (start = b; b < m->nbits && b - start < max &&
+		    (mp->bm[b / 8] & (1 << (b % 8))); b++)
+			;
+		evbuffer_add_printf(out, "%" PRIu64 " %" PRIu64 "\n",
+		    start * META_BLOCK, (b - start) * META_BLOCK);
+	}
+	evbuffer_add_printf(out, "ok\n");
+}
+
+/*
+ * "sync PEER OFFSET LENGTH [csum]" and "verify PEER OFFSET LENGTH": one
+ * resync request; the answer comes when it is done.  We must be p's sync
+ * source (or in sync with it, to verify or repair), and no other primary
+ * may be writing to it.
+ */
+static void
+rs_command(struct ctlc *c, char *line)
+{
+	struct evbuffer	*out = bufferevent_get_output(c->bev);
+	struct peer	*p, *o;
+	struct rsreq	*q;
+	char		*w[6], *ep, *save;
+	unsigned long long off, len = 0;
+	int		 n = 0, kind;
+
+	for (w[n] = strtok_r(line, " ", &save); w[n] != NULL && n < 5;
+	    w[++n] = strtok_r(NULL, " ", &save))
+		;
+	kind = strcmp(w[0], "verify") == 0 ? RS_VERIFY : RS_DATA;
+	if (n == 5 && kind == RS_DATA && strcmp(w[4], "csum") == 0)
+		kind = RS_CSUM;
+	else if (n != 4) {
+		evbuffer_add_printf(out, "error: usage: sync PEER OFFSET "
+		    "LENGTH [csum] | verify PEER OFFSET LENGTH\n");
+		return;
+	}
+	if ((p = peer_find(w[1])) == NULL) {
+		evbuffer_add_printf(out, "error: %s: no peer %.64s\n", w[0],
+		    w[1]);
+		return;
+	}
+	errno = 0;
+	off = strtoull(w[2], &ep, 10);
+	if (*ep == '\0' && errno == 0)
+		len = strtoull(w[3], &ep, 10);
+	if (*w[2] == '\0' || *w[3] == '\0' || *ep != '\0' || errno != 0 ||
+	    off % META_BLOCK || len % META_BLOCK || len == 0 ||
+	    len > REPL_CHUNK || off > m->size || len > m->size - off) {
+		evbuffer_add_printf(out, "error: %s %s %.32s %.32s: not a range "
+		    "of 4 KiB blocks inside the disk, at most 1 MiB\n", w[0],
+		    p->name, w[2], w[3]);
+		return;
+	}
+	if (p->link == NULL || !p->hello) {
+		evbuffer_add_printf(out, "error: %s %s: not connected\n", w[0],
+		    p->name);
+		return;
+	}
+	if (!((p->st == PS_NEEDS_RESYNC && p->bm_sent && p->bm_got) ||
+	    (p->st == PS_UPTODATE && !(p->flags & REPL_F_PRIMARY)))) {
+		evbuffer_add_printf(out, "error: %s %s: this node is not its "
+		    "sync source (peer state %s%s)\n", w[0], p->name,
+		    pstate_names[p->st], p->st == PS_NEEDS_RESYNC ?
+		    ", bitmaps not yet exchanged" : "");
+		return;
+	}
+	TAILQ_FOREACH(o, &peers, entry)
+		if (!primary && o->link != NULL && o->hello &&
+		    (o->flags & REPL_F_PRIMARY)) {
+			evbuffer_add_printf(out, "error: %s %s: %s is primary "
+			    "and resyncs it\n", w[0], p->name, o->name);
+			return;
+		}
+	if (nrs >= RS_MAX) {
+		evbuffer_add_printf(out, "error: %s %s: %u requests under way "
+		    "already\n", w[0], p->name, nrs);
+		return;
+	}
+	if ((q = calloc(1, sizeof(*q))) == NULL)
+		fatal("calloc");
+	q->p = p;
+	q->c = c;
+	q->pgen = p->gen;
+	q->id = ++rsid;
+	q->off = off;
+	q->len = len;
+	q->kind = kind;
+	nrs++;
+	rs_start(q);
+}
+
+static void
+rs_ctl_gone(struct ctlc *c)
+{
+	struct rsreq	*q;
+
+	TAILQ_FOREACH(q, &rsq, entry)
+		if (q->c == c)
+			q->c = NULL;
+	TAILQ_FOREACH(q, &rswait, entry)
+		if (q->c == c)
+			q->c = NULL;
+}
+
+static void
+rs_status(struct evbuffer *o, struct peer *p)
+{
+	const char	*what = "none";
+
+	if (p->link != NULL && p->hello) {
+		if (p->st == PS_NEEDS_RESYNC)
+			what = p->bm_got && p->bm_sent ? "source" : "bitmap";
+		else if (p->st == PS_SYNC_TARGET)
+			what = p->bm_got && p->bm_sent ? "target" : "bitmap";
+	}
+	evbuffer_add_printf(o, "peer.%s.resync=%s\npeer.%s.resync_full=%d\n"
+	    "peer.%s.peer_empty=%d\npeer.%s.resync_start_bytes=%" PRIu64
+	    "\npeer.%s.resync_sent_bytes=%" PRIu64 "\npeer.%s."
+	    "resync_received_bytes=%" PRIu64 "\npeer.%s.resync_inflight=%u\n"
+	    "peer.%s.verify_differ_blocks=%" PRIu64 "\n", p->name, what,
+	    p->name, p->rs_full, p->name, p->peer_empty, p->name,
+	    p->rs_start_oos * META_BLOCK, p->name, p->rs_sent, p->name,
+	    p->rs_recv, p->name, p->rs_inflight, p->name, p->verify_diff);
+}
+
 static void
 on_message(struct link *l, unsigned type, const void *buf, size_t len)
 {
@@ -1612,11 +2588,14 @@ on_message(struct link *l, unsigned type, const void *buf, size_t len)
 		if (primary || p->st == PS_SPLIT || p->st == PS_UNRELATED)
 			goto bad;
 		if (d.flags & REPL_D_ASYNC) {
+			if (jsrc != p && jend > jbound)
+				journal_cut();	/* a new primary's stream */
+			jsrc = p;
 			journal_append(&d);
 			return;
 		}
-		rjob_submit(p, d.seq, d.cmd, d.offset, d.len, d.flags,
-		    d.data);
+		rjob_submit(p, RJ_REPL, d.seq, d.cmd, d.offset, d.len,
+		    d.flags, d.data, d.data != NULL ? d.len : 0);
 		return;
 	case REPL_FLUSH:
 		if (repl_flush_dec(buf, len, &f) == -1 || primary)
@@ -1625,7 +2604,12 @@ on_message(struct link *l, unsigned type, const void *buf, size_t len)
 			journal_boundary(p, &f);
 			return;
 		}
-		rjob_submit(p, f.seq, NBD_CMD_FLUSH, 0, 0, 0, NULL);
+		rjob_submit(p, RJ_REPL, f.seq, NBD_CMD_FLUSH, 0, 0, 0, NULL,
+		    0);
+		return;
+	default:
+		if (rs_message(p, type, buf, len) == -1)
+			goto bad;
 		return;
 	case REPL_ACK:
 		if (repl_ack_dec(buf, len, &seq, &e) == -1)
@@ -1724,6 +2708,7 @@ status(struct evbuffer *o)
 	    "\nconnections=%u\nconnections_total=%" PRIu64 "\ninflight=%u\n",
 	    m->node, primary ? "primary" : "secondary", disk_state(), m->size,
 	    nbd_server_conns(srv), st->conns_total, disk_inflight);
+	evbuffer_add_printf(o, "write_lat_usec=%" PRIu64 "\n", wlat_ewma);
 	evbuffer_add_printf(o, "reads=%" PRIu64 "\nwrites=%" PRIu64
 	    "\nflushes=%" PRIu64 "\ntrims=%" PRIu64 "\nzeroes=%" PRIu64
 	    "\nread_bytes=%" PRIu64 "\nwritten_bytes=%" PRIu64
@@ -1757,6 +2742,7 @@ status(struct evbuffer *o)
 			    "overflows=%" PRIu64 "\n", pr->name, pr->pend_bytes,
 			    pr->name, pd != NULL ? now - pd->t : 0, pr->name,
 			    pr->overflows);
+		rs_status(o, pr);
 		evbuffer_add_printf(o, "peer.%s.last_error=%s\n", pr->name,
 		    pr->last_error);
 	}
@@ -1783,12 +2769,19 @@ promote_refused(struct evbuffer *out)
 		    nodes_up(), npeers + 1);
 		return 1;
 	}
+	if (!(m->flags & META_F_UPTODATE)) {
+		evbuffer_add_printf(out, "error: this node's data is %s (a "
+		    "resync target not yet in sync); primary --force "
+		    "overrides\n", disk_state());
+		return 1;
+	}
 	return 0;
 }
 
 static void
 ctl_drop(struct ctlc *c)
 {
+	rs_ctl_gone(c);
 	TAILQ_REMOVE(&ctls, c, entry);
 	bufferevent_free(c->bev);
 	free(c);
@@ -1835,6 +2828,11 @@ ctl_read(struct bufferevent *bev, void *arg)
 			}
 			set_role(1);
 			evbuffer_add_printf(out, "ok\n");
+		} else if (strncmp(line, "oos ", 4) == 0) {
+			rs_oos(out, line + 4);
+		} else if (strncmp(line, "sync ", 5) == 0 ||
+		    strncmp(line, "verify ", 7) == 0) {
+			rs_command(c, line);
 		} else if (strcmp(line, "secondary") == 0) {
 			forced = 0;
 			set_role(0);
@@ -2088,13 +3086,16 @@ cmd_init(int argc, char *argv[])
 	const char	*meta = NULL, *node = NULL, *e;
 	char		 errbuf[512];
 	uint64_t	 size = 0, al = META_AL_DEFAULT, dsize;
-	int		 ch, force = 0, fd;
+	int		 ch, force = 0, fd, empty = 0;
 	uint64_t	 gi = 0;
 	char		*ep;
 	struct meta	*md;
 
-	while ((ch = getopt(argc, argv, "a:fg:m:n:")) != -1) {
+	while ((ch = getopt(argc, argv, "a:Efg:m:n:")) != -1) {
 		switch (ch) {
+		case 'E':
+			empty = 1;
+			break;
 		case 'g':
 			gi = strtoull(optarg, &ep, 16);
 			if (*optarg == '\0' || *ep != '\0' || gi == 0)
@@ -2125,6 +3126,9 @@ cmd_init(int argc, char *argv[])
 	argv += optind;
 	if (argc < 1 || argc > 2 || meta == NULL || node == NULL)
 		usage();
+	if (empty && gi != 0)
+		errx(EXIT_USAGE, "-E and -g: a new, empty node has no "
+		    "generation identifier");
 	/* the size of the resource, when not the whole store */
 	if (argc == 2) {
 		if ((e = parse_size(argv[1], &size)) != NULL)
@@ -2149,11 +3153,16 @@ cmd_init(int argc, char *argv[])
 	    sizeof(errbuf)) == -1)
 		errx(strstr(errbuf, "node name") ? EXIT_USAGE : EXIT_SYS,
 		    "%s", errbuf);
-	if (gi != 0) {
-		/* Nodes made from the same (empty) data share one. */
+	if (gi != 0 || empty) {
+		/*
+		 * Nodes made from the same (empty) data share one; a node
+		 * with none has no data yet: its peers give it a full sync.
+		 */
 		if ((md = meta_load(meta, 1, errbuf, sizeof(errbuf))) == NULL)
 			errx(EXIT_SYS, "%s", errbuf);
 		md->gi_current = gi;
+		if (empty)
+			md->flags &= ~(META_F_CONSISTENT | META_F_UPTODATE);
 		if (meta_sync(md) == -1)
 			err(EXIT_SYS, "%s", meta);
 		meta_free(md);

@@ -1,7 +1,9 @@
 /* See LICENSE file for copyright and license details. */
 /*
- * resyncd: bring a node's copy of the disk back in line.  This part seeds
- * a copy over any one-way pipe:
+ * resyncd: bring a node's copy of the disk back in line.  As a daemon,
+ * and with "sync" and "verify", it drives the local blkmirror's resync of
+ * a peer (see below).  "send" and "recv" seed a copy over any one-way
+ * pipe:
  *
  *	resyncd send -k key DEV | ssh dr resyncd recv -k key DEV
  *
@@ -12,7 +14,9 @@
  * its progress durable as it goes; an interrupted seed is resumed from the
  * last durable offset with "resyncd send -O offset".
  */
+#include <sys/socket.h>
 #include <sys/stat.h>
+#include <sys/un.h>
 
 #include <linux/falloc.h>
 
@@ -21,6 +25,9 @@
 #include <fcntl.h>
 #include <inttypes.h>
 #include <limits.h>
+#include <poll.h>
+#include <signal.h>
+#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -69,7 +76,13 @@ static void
 usage(void)
 {
 	fprintf(stderr,
-	    "usage: resyncd send [-v] [-O offset] [-n node] [-z level] "
+	    "usage: resyncd [-qv] [-d fd] [-m data|csum] [-r rate] "
+	    "[-w window] -c ctlsock\n"
+	    "       resyncd sync [-q] [-m data|csum] [-r rate] [-w window] "
+	    "-c ctlsock peer\n"
+	    "       resyncd verify [-fq] [-r rate] [-w window] -c ctlsock "
+	    "peer\n"
+	    "       resyncd send [-v] [-O offset] [-n node] [-z level] "
 	    "-k keyfile device\n"
 	    "       resyncd recv [-v] [-S statefile] -k keyfile device\n");
 	exit(EXIT_USAGE);
@@ -581,6 +594,647 @@ cmd_recv(int argc, char *argv[])
 	return EXIT_OK;
 }
 
+/*
+ * --- resync of a peer, through the local blkmirror's control socket ---
+ *
+ * blkmirror owns the disk and the link: for each range asked with "sync
+ * PEER OFFSET LENGTH" it serialises against application writes, moves the
+ * blocks and answers when the target wrote them.  resyncd decides what to
+ * ask for (the runs that "oos PEER" lists), how many at once (-w) and how
+ * fast: a fixed rate (-r), or by default a rate that yields to the
+ * application, measured from blkmirror's write latency.  Progress lives
+ * in blkmirror's bitmaps, so a resync that was interrupted continues
+ * where it stopped.
+ */
+#define RS_WINDOW	8		/* requests in flight */
+#define RS_TICK_USEC	200000		/* rate control and progress */
+#define RS_RATE_MIN	(4ULL << 20)
+#define RS_RATE_START	(256ULL << 20)
+#define RS_RATE_MAX	(16ULL << 30)
+
+struct ctlconn {
+	int	 fd;
+	char	 buf[65536];
+	size_t	 len;
+};
+
+struct rsjob {
+	const char	*ctl, *peer;
+	int		 kind;		/* 0 sync, 1 csum, 2 verify */
+	int		 window, fix, quiet;
+	uint64_t	 fixed_rate;	/* 0: dynamic */
+	/* running */
+	struct ctlconn	 q, r;		/* queries; pipelined requests */
+	char		 node[160];
+	uint64_t	 rate, tokens, tok_t, moved, differ, errors;
+	uint64_t	 base_lat, last_writes, t0, last_tick, last_print;
+	uint64_t	 remaining, outstanding_bytes;
+	int		 outstanding, tty;
+};
+
+static void
+cc_open(struct ctlconn *c, const char *path)
+{
+	struct sockaddr_un	sun;
+
+	memset(&sun, 0, sizeof(sun));
+	sun.sun_family = AF_UNIX;
+	if (strlen(path) >= sizeof(sun.sun_path))
+		errx(EXIT_USAGE, "%s: path too long", path);
+	strcpy(sun.sun_path, path);
+	if ((c->fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0)) == -1)
+		err(EXIT_SYS, "socket");
+	if (connect(c->fd, (struct sockaddr *)&sun, sizeof(sun)) == -1)
+		err(EXIT_SYS, "%s", path);
+	c->len = 0;
+}
+
+static void
+cc_close(struct ctlconn *c)
+{
+	if (c->fd != -1)
+		close(c->fd);
+	c->fd = -1;
+}
+
+static void
+cc_send(struct ctlconn *c, const char *fmt, ...)
+{
+	char	line[256];
+	va_list	ap;
+	int	n;
+
+	va_start(ap, fmt);
+	n = vsnprintf(line, sizeof(line) - 1, fmt, ap);
+	va_end(ap);
+	line[n++] = '\n';
+	write_all(c->fd, line, n);
+}
+
+/*
+ * cc_line: the next line (without its newline) into out; waits at most
+ * timeout_ms (-1: for ever).  1: a line, 0: timed out; blkmirror gone is
+ * fatal (a supervisor starts us again).
+ */
+static int
+cc_line(struct ctlconn *c, char *out, size_t outlen, int timeout_ms)
+{
+	struct pollfd	 pfd = { c->fd, POLLIN, 0 };
+	char		*nl;
+	ssize_t		 n;
+	size_t		 l;
+
+	for (;;) {
+		if ((nl = memchr(c->buf, '\n', c->len)) != NULL) {
+			l = nl - c->buf;
+			snprintf(out, outlen, "%.*s", (int)l, c->buf);
+			memmove(c->buf, nl + 1, c->len - l - 1);
+			c->len -= l + 1;
+			return 1;
+		}
+		if (c->len == sizeof(c->buf))
+			errx(EXIT_SYS, "control socket: line too long");
+		if (poll(&pfd, 1, timeout_ms) == 0)
+			return 0;
+		if ((n = read(c->fd, c->buf + c->len, sizeof(c->buf) -
+		    c->len)) == -1 && errno == EINTR)
+			continue;
+		if (n <= 0)
+			errx(EXIT_SYS, "control socket: blkmirror went away");
+		c->len += n;
+	}
+}
+
+/* One status value of blkmirror ("" if it has none). */
+struct kv {
+	char	key[96], val[160];
+};
+
+static int
+query(struct rsjob *j, const char *cmd, struct kv *kv, int nkv)
+{
+	char	 line[512], *eq;
+	int	 i, n = 0;
+
+	cc_send(&j->q, "%s", cmd);
+	for (i = 0; i < nkv; i++)
+		kv[i].val[0] = '\0';
+	for (;;) {
+		cc_line(&j->q, line, sizeof(line), -1);
+		if (strcmp(line, "ok") == 0)
+			return n;
+		if (strncmp(line, "error: ", 7) == 0)
+			errx(EXIT_NO, "%s: %s", cmd, line + 7);
+		if ((eq = strchr(line, '=')) == NULL)
+			continue;
+		*eq = '\0';
+		for (i = 0; i < nkv; i++)
+			if (strcmp(kv[i].key, line) == 0) {
+				snprintf(kv[i].val, sizeof(kv[i].val), "%s",
+				    eq + 1);
+				n++;
+			}
+	}
+}
+
+enum { K_STATE, K_RESYNC, K_OOS, K_LAT, K_WRITES, K_NODE, K_SIZE,
+	K_CONN, K_FULL, K_EMPTY, K_N };
+
+static void
+status(struct rsjob *j, struct kv *kv)
+{
+	static const char *names[] = { "state", "resync", "oos_bytes" };
+	int	i;
+
+	for (i = 0; i < 3; i++)
+		snprintf(kv[i].key, sizeof(kv[i].key), "peer.%s.%s", j->peer,
+		    names[i]);
+	snprintf(kv[K_LAT].key, sizeof(kv[K_LAT].key), "write_lat_usec");
+	snprintf(kv[K_WRITES].key, sizeof(kv[K_WRITES].key), "writes");
+	snprintf(kv[K_NODE].key, sizeof(kv[K_NODE].key), "node");
+	snprintf(kv[K_SIZE].key, sizeof(kv[K_SIZE].key), "size");
+	snprintf(kv[K_CONN].key, sizeof(kv[K_CONN].key), "peer.%s.connected",
+	    j->peer);
+	snprintf(kv[K_FULL].key, sizeof(kv[K_FULL].key),
+	    "peer.%s.resync_full", j->peer);
+	snprintf(kv[K_EMPTY].key, sizeof(kv[K_EMPTY].key),
+	    "peer.%s.peer_empty", j->peer);
+	if (query(j, "status", kv, K_N) == 0 || kv[K_STATE].val[0] == '\0')
+		errx(EXIT_USAGE, "%s: no peer %s", j->ctl, j->peer);
+	snprintf(j->node, sizeof(j->node), "%s", kv[K_NODE].val);
+}
+
+static const char *
+human(uint64_t v, char *b, size_t n)
+{
+	if (v >= 10ULL << 30)
+		snprintf(b, n, "%.1f GiB", v / 1073741824.0);
+	else if (v >= 10ULL << 20)
+		snprintf(b, n, "%.1f MiB", v / 1048576.0);
+	else
+		snprintf(b, n, "%.1f KiB", v / 1024.0);
+	return b;
+}
+
+/* A progress bar on a terminal, else one line a second. */
+static void
+progress(struct rsjob *j, int last)
+{
+	uint64_t	 now = now_usec(), el = now - j->t0, total, rate, eta;
+	char		 bar[31], a[32], b[32], c[32];
+	int		 pct, i;
+
+	if (j->quiet)
+		return;
+	if (!last && now - j->last_print < (j->tty ? RS_TICK_USEC :
+	    1000000))
+		return;
+	j->last_print = now;
+	total = j->moved + j->remaining;
+	pct = total ? (int)(100 * j->moved / total) : 100;
+	if (last)
+		pct = 100;
+	rate = el > 0 ? j->moved * 1000000 / el : 0;
+	eta = rate > 0 ? j->remaining / rate : 0;
+	if (j->tty) {
+		for (i = 0; i < 30; i++)
+			bar[i] = i < pct * 30 / 100 ? '#' : '.';
+		bar[30] = '\0';
+		printf("\r%s %s %s [%s] %3d%% %s/s ETA %" PRIu64 ":%02" PRIu64
+		    " (%s of %s)%s", j->kind == 2 ? "verify" : "resync",
+		    j->node, j->peer, bar, pct, human(rate, a, sizeof(a)),
+		    eta / 60, eta % 60, human(j->moved, b, sizeof(b)),
+		    human(total, c, sizeof(c)), last ? "\n" : "");
+	} else {
+		uint64_t t = wall_usec();
+		printf("%" PRIu64 ".%06" PRIu64 " %s %s peer=%s done_bytes=%"
+		    PRIu64 " total_bytes=%" PRIu64 " percent=%d rate=%" PRIu64
+		    " eta_sec=%" PRIu64 "\n", t / 1000000, t % 1000000,
+		    j->node, last ? (j->kind == 2 ? "verify-done" :
+		    "resync-done") : (j->kind == 2 ? "verify" : "resync"),
+		    j->peer, j->moved, total, pct, rate, eta);
+	}
+	fflush(stdout);
+}
+
+/* One answer to a request: "ok OFF LEN bytes=N differ=M" or an error. */
+static void
+answer(struct rsjob *j, int timeout_ms)
+{
+	char		 line[512];
+	unsigned long long off, len, bytes, diff;
+
+	if (cc_line(&j->r, line, sizeof(line), timeout_ms) == 0)
+		return;
+	j->outstanding--;
+	if (sscanf(line, "ok %llu %llu bytes=%llu differ=%llu", &off, &len,
+	    &bytes, &diff) == 4) {
+		j->outstanding_bytes -= len;
+		j->moved += j->kind == 2 ? len : bytes;
+		j->differ += diff;
+		return;
+	}
+	j->errors++;
+	if (sscanf(line, "error: %*s %*s %llu %llu", &off, &len) == 2)
+		j->outstanding_bytes -= len;
+	warnx("%s", strncmp(line, "error: ", 7) == 0 ? line + 7 : line);
+}
+
+/*
+ * The rate: fixed, or adapted every tick.  The application's write
+ * latency is compared with the lowest seen while we were idle or slow;
+ * above twice that, we back off; below, we speed up.
+ */
+static void
+tick(struct rsjob *j)
+{
+	struct kv	 kv[K_N];
+	uint64_t	 now = now_usec(), lat, writes;
+
+	if (now - j->last_tick < RS_TICK_USEC)
+		return;
+	j->last_tick = now;
+	status(j, kv);
+	j->remaining = strtoull(kv[K_OOS].val, NULL, 10);
+	j->remaining = j->remaining > j->outstanding_bytes ?
+	    j->remaining - j->outstanding_bytes : 0;
+	progress(j, 0);
+	if (j->fixed_rate)
+		return;
+	lat = strtoull(kv[K_LAT].val, NULL, 10);
+	writes = strtoull(kv[K_WRITES].val, NULL, 10);
+	if (writes == j->last_writes) {
+		j->rate = j->rate * 3 / 2;	/* nobody writes: full speed */
+	} else if (j->base_lat == 0 || lat < j->base_lat) {
+		j->base_lat = lat;
+		j->rate = j->rate * 6 / 5;
+	} else if (lat > 2 * j->base_lat + 50) {
+		j->rate = j->rate * 3 / 5;
+		j->base_lat += j->base_lat / 16 + 1;	/* forget slowly */
+	} else
+		j->rate = j->rate * 6 / 5;
+	j->last_writes = writes;
+	if (j->rate < RS_RATE_MIN)
+		j->rate = RS_RATE_MIN;
+	if (j->rate > RS_RATE_MAX)
+		j->rate = RS_RATE_MAX;
+}
+
+/* Wait until the rate allows len more bytes (a token bucket). */
+static void
+pace(struct rsjob *j, uint64_t len)
+{
+	uint64_t	now, burst = 1ULL << 20, wait;
+
+	for (;;) {
+		now = now_usec();
+		j->tokens += (now - j->tok_t) * j->rate / 1000000;
+		j->tok_t = now;
+		if (j->tokens > burst + len)
+			j->tokens = burst + len;
+		if (j->tokens >= len) {
+			j->tokens -= len;
+			return;
+		}
+		wait = (len - j->tokens) * 1000000 / j->rate;
+		if (j->outstanding > 0)
+			answer(j, (int)(wait / 1000) + 1);
+		else
+			usleep(wait < 100000 ? wait : 100000);
+		tick(j);
+	}
+}
+
+static void
+request(struct rsjob *j, uint64_t off, uint64_t len)
+{
+	while (j->outstanding >= j->window) {
+		answer(j, RS_TICK_USEC / 1000);
+		tick(j);
+	}
+	pace(j, len);
+	cc_send(&j->r, "%s %s %" PRIu64 " %" PRIu64 "%s", j->kind == 2 ?
+	    "verify" : "sync", j->peer, off, len, j->kind == 1 ? " csum" : "");
+	j->outstanding++;
+	j->outstanding_bytes += len;
+}
+
+static void
+drain(struct rsjob *j)
+{
+	while (j->outstanding > 0) {
+		answer(j, RS_TICK_USEC / 1000);
+		tick(j);
+	}
+}
+
+/* One pass over the runs that "oos PEER" lists now; bytes asked for. */
+static uint64_t
+pass(struct rsjob *j)
+{
+	struct ctlconn	*c = &j->q;
+	char		 line[128];
+	uint64_t	*runs = NULL, asked = 0;
+	size_t		 n = 0, cap = 0, i;
+	unsigned long long off, len;
+
+	cc_send(c, "oos %s", j->peer);
+	for (;;) {
+		cc_line(c, line, sizeof(line), -1);
+		if (strcmp(line, "ok") == 0)
+			break;
+		if (strncmp(line, "error: ", 7) == 0)
+			errx(EXIT_NO, "%s", line + 7);
+		if (sscanf(line, "%llu %llu", &off, &len) != 2)
+			errx(EXIT_SYS, "oos: bad line: %s", line);
+		if (n + 2 > cap) {
+			cap = cap ? 2 * cap : 1024;
+			if ((runs = reallocarray(runs, cap, sizeof(*runs))) ==
+			    NULL)
+				err(EXIT_SYS, "realloc");
+		}
+		runs[n++] = off;
+		runs[n++] = len;
+	}
+	for (i = 0; i < n; i += 2) {
+		request(j, runs[i], runs[i + 1]);
+		asked += runs[i + 1];
+		tick(j);
+	}
+	drain(j);
+	free(runs);
+	return asked;
+}
+
+static void
+job_start(struct rsjob *j)
+{
+	j->q.fd = j->r.fd = -1;
+	cc_open(&j->q, j->ctl);
+	cc_open(&j->r, j->ctl);
+	j->tty = isatty(STDOUT_FILENO);
+	j->rate = j->fixed_rate ? j->fixed_rate : RS_RATE_START;
+	j->tok_t = j->t0 = now_usec();
+	j->tokens = 0;
+	j->moved = j->differ = j->errors = 0;
+	j->outstanding = 0;
+	j->outstanding_bytes = 0;
+	j->last_tick = j->last_print = 0;
+	j->base_lat = 0;
+}
+
+static void
+job_end(struct rsjob *j)
+{
+	cc_close(&j->q);
+	cc_close(&j->r);
+}
+
+/*
+ * resync_peer: move what p lacks until blkmirror says it is in sync.
+ * Returns 0 in sync, 1 if the peer went away (the bitmaps keep what is
+ * left for next time).
+ */
+static int
+resync_peer(struct rsjob *j, int wait_connect)
+{
+	struct kv	kv[K_N];
+	uint64_t	deadline = 0;
+	int		up;
+
+	job_start(j);
+	for (;;) {
+		status(j, kv);
+		j->remaining = strtoull(kv[K_OOS].val, NULL, 10);
+		up = strcmp(kv[K_STATE].val, "uptodate") == 0;
+		if (up && j->remaining == 0)
+			break;
+		/* a source, or in sync but for blocks verify found */
+		if (strcmp(kv[K_RESYNC].val, "source") != 0 && !up) {
+			if (!wait_connect && strcmp(kv[K_RESYNC].val,
+			    "bitmap") != 0) {
+				job_end(j);
+				return 1;
+			}
+			/* connecting, or exchanging bitmaps */
+			if (deadline == 0 && !j->quiet && !j->tty)
+				printf("%" PRIu64 " %s resync-wait peer=%s "
+				    "state=%s\n", wall_usec() / 1000000,
+				    j->node, j->peer, kv[K_STATE].val);
+			fflush(stdout);
+			deadline = 1;
+			usleep(100000);
+			continue;
+		}
+		deadline = 0;
+		if (j->kind == 0 && strcmp(kv[K_FULL].val, "1") == 0 &&
+		    strcmp(kv[K_EMPTY].val, "0") == 0)
+			j->kind = 1;	/* it has old data: send what differs */
+		if (pass(j) == 0)
+			usleep(20000);	/* the last flush, then in sync */
+	}
+	progress(j, 1);
+	job_end(j);
+	return 0;
+}
+
+/* verify: compare every block; with fix, resync what differs. */
+static int
+verify_peer(struct rsjob *j)
+{
+	struct kv	kv[K_N];
+	uint64_t	size, off, len;
+
+	job_start(j);
+	status(j, kv);
+	size = strtoull(kv[K_SIZE].val, NULL, 10);
+	if (strcmp(kv[K_CONN].val, "1") != 0)
+		errx(EXIT_NO, "verify %s: not connected", j->peer);
+	j->remaining = size;
+	for (off = 0; off < size; off += len) {
+		len = size - off < (1 << 20) ? size - off : (1 << 20);
+		len -= len % 4096;
+		if (len == 0)
+			break;
+		request(j, off, len);
+		j->remaining = size - off - len;
+		tick(j);
+	}
+	drain(j);
+	j->remaining = 0;
+	progress(j, 1);
+	job_end(j);
+	if (j->errors > 0)
+		errx(EXIT_SYS, "verify %s: %" PRIu64 " requests failed",
+		    j->peer, j->errors);
+	printf("verify peer=%s checked_bytes=%" PRIu64 " differ_blocks=%"
+	    PRIu64 "\n", j->peer, size, j->differ);
+	fflush(stdout);
+	if (j->differ == 0)
+		return EXIT_OK;
+	if (!j->fix)
+		return EXIT_NO;
+	j->kind = 0;
+	return resync_peer(j, 0) == 0 ? EXIT_OK : EXIT_SYS;
+}
+
+static void
+rs_opts(struct rsjob *j, int ch, const char *arg)
+{
+	const char	*e;
+	uint64_t	 v;
+
+	switch (ch) {
+	case 'c':
+		j->ctl = arg;
+		break;
+	case 'm':
+		if (strcmp(arg, "data") == 0)
+			j->kind = 0;
+		else if (strcmp(arg, "csum") == 0)
+			j->kind = 1;
+		else
+			errx(EXIT_USAGE, "-m %s: data or csum", arg);
+		break;
+	case 'q':
+		j->quiet = 1;
+		break;
+	case 'r':
+		if ((e = parse_size(arg, &v)) != NULL)
+			errx(EXIT_USAGE, "-r %s: %s", arg, e);
+		if (v < 4096)
+			errx(EXIT_USAGE, "-r %s: less than 4K a second", arg);
+		j->fixed_rate = v;
+		break;
+	case 'w':
+		if ((e = parse_size(arg, &v)) != NULL)
+			errx(EXIT_USAGE, "-w %s: %s", arg, e);
+		if (v < 1 || v > 128)
+			errx(EXIT_USAGE, "-w %s: not in 1..128", arg);
+		j->window = v;
+		break;
+	default:
+		usage();
+	}
+}
+
+static int
+cmd_sync(int argc, char *argv[], int verify)
+{
+	struct rsjob	j;
+	int		ch;
+
+	memset(&j, 0, sizeof(j));
+	j.window = RS_WINDOW;
+	while ((ch = getopt(argc, argv, verify ? "c:fqr:w:" : "c:m:qr:w:")) !=
+	    -1) {
+		if (ch == 'f')
+			j.fix = 1;
+		else
+			rs_opts(&j, ch, optarg);
+	}
+	argc -= optind;
+	argv += optind;
+	if (argc != 1 || j.ctl == NULL)
+		usage();
+	j.peer = argv[0];
+	if (verify) {
+		j.kind = 2;
+		return verify_peer(&j);
+	}
+	return resync_peer(&j, 1) == 0 ? EXIT_OK : EXIT_SYS;
+}
+
+static void
+on_stop(int sig)
+{
+	(void)sig;
+	_exit(EXIT_OK);
+}
+
+/*
+ * The daemon: watch the local blkmirror's events; whenever it is the
+ * sync source of a connected peer, resync that peer.  blkmirror going
+ * away ends us (a supervisor restarts both).
+ */
+static int
+cmd_daemon(int argc, char *argv[])
+{
+	struct rsjob	 j, t;
+	struct ctlconn	 ev, q;
+	struct sigaction sa;
+	char		 line[512], *eq, peers[16][64];
+	const char	*e;
+	int		 ch, rfd = -1, verbose = 0, np, i;
+
+	memset(&j, 0, sizeof(j));
+	j.window = RS_WINDOW;
+	while ((ch = getopt(argc, argv, "c:d:m:qr:vw:")) != -1) {
+		switch (ch) {
+		case 'd':
+			if ((e = parse_fd(optarg, &rfd)) != NULL)
+				errx(EXIT_USAGE, "-d %s: %s", optarg, e);
+			break;
+		case 'v':
+			verbose++;
+			break;
+		default:
+			rs_opts(&j, ch, optarg);
+		}
+	}
+	if (argc != optind || j.ctl == NULL)
+		usage();
+	j.quiet = j.quiet || !isatty(STDOUT_FILENO) ? j.quiet : 0;
+	log_init("resyncd", verbose);
+	memset(&sa, 0, sizeof(sa));
+	sa.sa_handler = on_stop;
+	sigaction(SIGTERM, &sa, NULL);
+	sigaction(SIGINT, &sa, NULL);
+	cc_open(&ev, j.ctl);
+	cc_send(&ev, "events");
+	ready_notify(rfd);
+	log_info("watching %s", j.ctl);
+	for (;;) {
+		/* Which peers are we the sync source of? */
+		cc_open(&q, j.ctl);
+		cc_send(&q, "status");
+		np = 0;
+		for (;;) {
+			cc_line(&q, line, sizeof(line), -1);
+			if (strcmp(line, "ok") == 0 ||
+			    strncmp(line, "error: ", 7) == 0)
+				break;
+			if (strncmp(line, "peer.", 5) != 0 ||
+			    (eq = strstr(line, ".resync=source")) == NULL ||
+			    np == 16)
+				continue;
+			snprintf(peers[np++], sizeof(peers[0]), "%.*s",
+			    (int)(eq - line - 5), line + 5);
+		}
+		cc_close(&q);
+		for (i = 0; i < np; i++) {
+			t = j;
+			t.peer = peers[i];
+			log_info("peer %s: resync starts", t.peer);
+			if (resync_peer(&t, 0) == 0)
+				log_info("peer %s: in sync, %" PRIu64 " bytes "
+				    "moved", t.peer, t.moved);
+			else
+				log_info("peer %s: went away; %" PRIu64
+				    " bytes moved so far", t.peer, t.moved);
+		}
+		if (np > 0)
+			continue;
+		/* Until something changes, or a look every 2 seconds. */
+		if (cc_line(&ev, line, sizeof(line), 2000) == 1 &&
+		    strstr(line, " stop ") != NULL)
+			return EXIT_OK;
+		while (cc_line(&ev, line, sizeof(line), 0) == 1)
+			if (strstr(line, " stop ") != NULL)
+				return EXIT_OK;
+	}
+}
+
 int
 main(int argc, char *argv[])
 {
@@ -590,7 +1244,13 @@ main(int argc, char *argv[])
 		errx(EXIT_SYS, "sodium_init failed");
 	if (argc < 2)
 		usage();
-	if (strcmp(argv[1], "send") == 0)
+	if (strcmp(argv[1], "sync") == 0)
+		rc = cmd_sync(argc - 1, argv + 1, 0);
+	else if (strcmp(argv[1], "verify") == 0)
+		rc = cmd_sync(argc - 1, argv + 1, 1);
+	else if (argv[1][0] == '-')
+		rc = cmd_daemon(argc, argv);
+	else if (strcmp(argv[1], "send") == 0)
 		rc = cmd_send(argc - 1, argv + 1);
 	else if (strcmp(argv[1], "recv") == 0)
 		rc = cmd_recv(argc - 1, argv + 1);

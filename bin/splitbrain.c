@@ -237,6 +237,7 @@ cmd_verdict(int argc, char *argv[])
 	struct gi_view		 va, vb;
 	struct gi_decision	 d;
 	const char		*al = "-";
+	char			 albuf[2 * GI_NAME_MAX + 2];
 	int			 rc = EXIT_SYS;
 
 	if (argc != 3)
@@ -250,7 +251,10 @@ cmd_verdict(int argc, char *argv[])
 	node_view(a, b, &va);
 	node_view(b, a, &vb);
 	gi_decide(&va, &vb, &d);
-	if (d.al_self)
+	if (d.al_self && d.al_peer) {
+		snprintf(albuf, sizeof(albuf), "%s,%s", a->name, b->name);
+		al = albuf;
+	} else if (d.al_self)
 		al = a->name;
 	else if (d.al_peer)
 		al = b->name;

@@ -63,7 +63,8 @@ ctl_listen(const char *path)
 
 /*
  * ctl_client: send cmd, print the answer's lines on stdout (flushed per
- * line, for "while read"), and return the exit status: 0 after "ok", 1
+ * line, for "while read"), and return the exit status: 0 after "ok" (what
+ * follows "ok " is printed too), 1
  * after "error: ...", which goes to stderr, 111 if the daemon went away.
  */
 int
@@ -86,7 +87,10 @@ ctl_client(const char *path, const char *cmd)
 		err(EXIT_SYS, "%s", path);
 	while (fgets(line, sizeof(line), f) != NULL) {
 		line[strcspn(line, "\n")] = '\0';
-		if (strcmp(line, "ok") == 0) {
+		if (strcmp(line, "ok") == 0 || strncmp(line, "ok ", 3) == 0) {
+			if (line[2] != '\0' && (printf("%s\n", line + 3) < 0 ||
+			    fflush(stdout) == EOF))
+				err(EXIT_SYS, "stdout");
 			fclose(f);
 			return EXIT_OK;
 		}

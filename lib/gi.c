@@ -108,13 +108,20 @@ gi_decide(const struct gi_view *self, const struct gi_view *peer,
 		}
 		return;
 	}
+	/*
+	 * A bitmap is written lazily: a primary that crashed may have lost
+	 * its newest bits, and its activity log covers them; the log of a
+	 * crashed target covers what it wrote that the source never had.
+	 */
 	if (peer->bitmap != 0 && peer->bitmap == self->current) {
 		set(d, GI_TARGET, 0, "the peer moved on since it lost us");
 		d->al_self = self->crashed_primary;
+		d->al_peer = peer->crashed_primary;
 		return;
 	}
 	if (self->bitmap != 0 && self->bitmap == peer->current) {
 		set(d, GI_SOURCE, 0, "we moved on since we lost the peer");
+		d->al_self = self->crashed_primary;
 		d->al_peer = peer->crashed_primary;
 		return;
 	}

@@ -113,6 +113,7 @@ struct nbd_req {
 	unsigned int		 acks;		/* peer ACKs still awaited */
 	int			 local_done, lerr, early_ok, repl;
 	uint64_t		 need_bm;	/* metadata generation to wait for */
+	uint64_t		 t0;		/* submitted (now_usec) */
 };
 
 struct nbd_stats {

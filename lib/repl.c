@@ -172,3 +172,108 @@ repl_state_dec(const unsigned char *b, size_t len, uint32_t *flags)
 	*flags = get_be32(b);
 	return 0;
 }
+
+/*
+ * BITMAP: the header; the caller puts the bitmap bytes after it.  On
+ * decoding, bm_bytes is the receiver's bitmap size: the piece must fit.
+ */
+size_t
+repl_bitmap_enc(unsigned char *b, uint64_t off, uint32_t flags)
+{
+	put_be64(b, off);
+	put_be32(b + 8, flags);
+	return REPL_BITMAP_HDR;
+}
+
+int
+repl_bitmap_dec(const unsigned char *b, size_t len, size_t bm_bytes,
+    uint64_t *off, uint32_t *flags, const unsigned char **bits, size_t *n)
+{
+	if (len < REPL_BITMAP_HDR || len - REPL_BITMAP_HDR > REPL_CHUNK)
+		return -1;
+	*off = get_be64(b);
+	*flags = get_be32(b + 8);
+	*n = len - REPL_BITMAP_HDR;
+	*bits = b + REPL_BITMAP_HDR;
+	if (*off > bm_bytes || *n > bm_bytes - *off ||
+	    (*flags & ~(uint32_t)REPL_BM_LAST) != 0)
+		return -1;
+	return 0;
+}
+
+/* RS_CSUM: the header and the hashes, one per 4 KiB block. */
+size_t
+repl_csum_enc(unsigned char *b, const struct repl_csum *c)
+{
+	size_t	n = (size_t)(c->len / REPL_RS_BLOCK) * REPL_RS_HASH;
+
+	put_be64(b, c->id);
+	put_be64(b + 8, c->offset);
+	put_be32(b + 16, c->len);
+	put_be16(b + 20, c->flags);
+	memcpy(b + REPL_RS_CSUM_HDR, c->hashes, n);
+	return REPL_RS_CSUM_HDR + n;
+}
+
+int
+repl_csum_dec(const unsigned char *b, size_t len, uint64_t size,
+    struct repl_csum *c)
+{
+	if (len < REPL_RS_CSUM_HDR)
+		return -1;
+	c->id = get_be64(b);
+	c->offset = get_be64(b + 8);
+	c->len = get_be32(b + 16);
+	c->flags = get_be16(b + 20);
+	c->hashes = b + REPL_RS_CSUM_HDR;
+	if (c->len == 0 || c->len > REPL_CHUNK || c->len % REPL_RS_BLOCK ||
+	    c->offset % REPL_RS_BLOCK || c->offset > size ||
+	    c->len > size - c->offset ||
+	    (c->flags & ~(uint16_t)REPL_RS_VERIFY) != 0 ||
+	    len != REPL_RS_CSUM_HDR + (size_t)(c->len / REPL_RS_BLOCK) *
+	    REPL_RS_HASH)
+		return -1;
+	return 0;
+}
+
+/* RS_DIFF: a bit per block, block i in byte i / 8, bit i % 8. */
+size_t
+repl_diff_enc(unsigned char *b, uint64_t id, uint32_t blocks,
+    const unsigned char *mask)
+{
+	put_be64(b, id);
+	put_be32(b + 8, blocks);
+	memcpy(b + REPL_RS_DIFF_HDR, mask, (blocks + 7) / 8);
+	return REPL_RS_DIFF_HDR + (blocks + 7) / 8;
+}
+
+int
+repl_diff_dec(const unsigned char *b, size_t len, uint64_t *id,
+    uint32_t *blocks, const unsigned char **mask)
+{
+	if (len < REPL_RS_DIFF_HDR)
+		return -1;
+	*id = get_be64(b);
+	*blocks = get_be32(b + 8);
+	*mask = b + REPL_RS_DIFF_HDR;
+	if (*blocks == 0 || *blocks > REPL_RS_BLOCKS ||
+	    len != REPL_RS_DIFF_HDR + (*blocks + 7) / 8)
+		return -1;
+	return 0;
+}
+
+size_t
+repl_id_enc(unsigned char *b, uint64_t id)
+{
+	put_be64(b, id);
+	return REPL_ID_SIZE;
+}
+
+int
+repl_id_dec(const unsigned char *b, size_t len, uint64_t *id)
+{
+	if (len != REPL_ID_SIZE)
+		return -1;
+	*id = get_be64(b);
+	return 0;
+}

@@ -12,6 +12,16 @@
  *	DATA	seq, epoch, offset, length, command, flags [, data]
  *	FLUSH	seq, epoch, flags
  *	ACK	seq, error (0 or an errno); for async peers cumulative
+ *
+ * Resync, between a sync source and its target (see blkmirror(8)):
+ *	BITMAP	offset into the sender's dirty bitmap for the receiver,
+ *		flags (LAST: the sender's bitmap is complete), bitmap bytes
+ *	RS_DATA	as DATA; seq is the source's request id
+ *	RS_CSUM	id, offset, length, flags, a hash per 4 KiB block
+ *	RS_DIFF	id, blocks, a bit per block whose hash differed
+ *	RS_FLUSH id: make every acknowledged resync write durable
+ *	RS_ACK	as ACK, for RS_DATA and RS_FLUSH
+ *	RS_DONE	as GI: the source's identifiers; the target is in sync
  */
 #ifndef REPL_H
 #define REPL_H
@@ -30,6 +40,13 @@ enum repl_type {
 	REPL_DATA,
 	REPL_FLUSH,
 	REPL_ACK,
+	REPL_BITMAP,
+	REPL_RS_DATA,
+	REPL_RS_CSUM,
+	REPL_RS_DIFF,
+	REPL_RS_FLUSH,
+	REPL_RS_ACK,
+	REPL_RS_DONE,
 };
 
 /* HELLO and STATE flags */
@@ -50,6 +67,22 @@ enum repl_type {
 #define REPL_FLUSH_SIZE		(8 + 8 + 2)
 #define REPL_ACK_SIZE		(8 + 4)
 #define REPL_CHUNK		(1u << 20)	/* data per DATA message */
+
+/* BITMAP flags */
+#define REPL_BM_LAST		0x01
+
+/* RS_CSUM flags */
+#define REPL_RS_VERIFY		0x01	/* only compare: report, move nothing */
+
+#define REPL_BITMAP_HDR		(8 + 4)
+#define REPL_RS_BLOCK		4096
+#define REPL_RS_HASH		16	/* BLAKE2b bytes per block */
+#define REPL_RS_BLOCKS		(REPL_CHUNK / REPL_RS_BLOCK)
+#define REPL_RS_CSUM_HDR	(8 + 8 + 4 + 2)
+#define REPL_RS_CSUM_MAX	(REPL_RS_CSUM_HDR + REPL_RS_BLOCKS * REPL_RS_HASH)
+#define REPL_RS_DIFF_HDR	(8 + 4)
+#define REPL_RS_DIFF_MAX	(REPL_RS_DIFF_HDR + REPL_RS_BLOCKS / 8)
+#define REPL_ID_SIZE		8
 
 struct repl_hello {
 	uint32_t	 version;
@@ -73,6 +106,13 @@ struct repl_flush {
 	uint16_t	 flags;
 };
 
+struct repl_csum {
+	uint64_t	 id, offset;
+	uint32_t	 len;
+	uint16_t	 flags;
+	const unsigned char *hashes;	/* REPL_RS_HASH per block */
+};
+
 size_t	 repl_hello_enc(unsigned char *, const struct repl_hello *);
 int	 repl_hello_dec(const unsigned char *, size_t, struct repl_hello *);
 size_t	 repl_data_enc(unsigned char *, const struct repl_data *);
@@ -86,5 +126,17 @@ size_t	 repl_gi_enc(unsigned char *, uint64_t, const uint64_t *);
 int	 repl_gi_dec(const unsigned char *, size_t, uint64_t *, uint64_t *);
 size_t	 repl_state_enc(unsigned char *, uint32_t);
 int	 repl_state_dec(const unsigned char *, size_t, uint32_t *);
+size_t	 repl_bitmap_enc(unsigned char *, uint64_t, uint32_t);
+int	 repl_bitmap_dec(const unsigned char *, size_t, size_t, uint64_t *,
+	    uint32_t *, const unsigned char **, size_t *);
+size_t	 repl_csum_enc(unsigned char *, const struct repl_csum *);
+int	 repl_csum_dec(const unsigned char *, size_t, uint64_t,
+	    struct repl_csum *);
+size_t	 repl_diff_enc(unsigned char *, uint64_t, uint32_t,
+	    const unsigned char *);
+int	 repl_diff_dec(const unsigned char *, size_t, uint64_t *, uint32_t *,
+	    const unsigned char **);
+size_t	 repl_id_enc(unsigned char *, uint64_t);
+int	 repl_id_dec(const unsigned char *, size_t, uint64_t *);
 
 #endif /* REPL_H */

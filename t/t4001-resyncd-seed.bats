@@ -96,5 +96,6 @@ setup() {
 	run -100 --separate-stderr resyncd send -O 100 -k "$d/key" "$d/src"
 	[ "$stderr" = "resyncd: -O 100: not a multiple of 4096" ]
 	run -100 --separate-stderr resyncd frob
-	[ "${stderr_lines[0]}" = "usage: resyncd send [-v] [-O offset] [-n node] [-z level] -k keyfile device" ]
+	[ "${stderr_lines[0]}" = "usage: resyncd [-qv] [-d fd] [-m data|csum] [-r rate] [-w window] -c ctlsock" ]
+	[ "${stderr_lines[3]}" = "       resyncd send [-v] [-O offset] [-n node] [-z level] -k keyfile device" ]
 }

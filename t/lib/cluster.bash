@@ -11,7 +11,7 @@
 #	cl_uri N		NBD URI of N
 #	cl_sum N		checksum of N's backing store
 # Peer ports: $PORT_a, $PORT_b, $PORT_c; CL_ADDR_c may redirect a's and
-# b's connection to c (a WAN proxy).
+# b's connection to c, CL_ADDR_b a's connection to b (a WAN proxy).
 
 cl_init() {
 	C=$BATS_TEST_TMPDIR
@@ -35,7 +35,7 @@ cl_init() {
 cl_peers() {
 	local c=${CL_ADDR_c:-127.0.0.1:$PORT_c}
 	case $1 in
-	a) echo "-P b=127.0.0.1:$PORT_b,sync -P c=$c,async" ;;
+	a) echo "-P b=${CL_ADDR_b:-127.0.0.1:$PORT_b},sync -P c=$c,async" ;;
 	b) echo "-P a=127.0.0.1:$PORT_a,sync -P c=$c,async" ;;
 	c) echo "-P a=127.0.0.1:$PORT_a,async -P b=127.0.0.1:$PORT_b,async" ;;
 	esac

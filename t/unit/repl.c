@@ -118,11 +118,69 @@ test_small(void)
 	ok(repl_state_dec(buf, n - 1, &fl) == -1, "state: short refused");
 }
 
+static void
+test_resync(void)
+{
+	static unsigned char	 hashes[REPL_RS_BLOCKS * REPL_RS_HASH];
+	unsigned char		 mask[REPL_RS_BLOCKS / 8];
+	const unsigned char	*bits, *mp;
+	struct repl_csum	 c = { 7, 8192, 3 * 4096, REPL_RS_VERIFY,
+				    hashes }, g;
+	uint64_t		 off, id;
+	uint32_t		 fl, blocks;
+	size_t			 n, nb;
+
+	n = repl_bitmap_enc(buf, 4096, REPL_BM_LAST);
+	memset(buf + n, 0xa5, 100);
+	ok(repl_bitmap_dec(buf, n + 100, 8192, &off, &fl, &bits, &nb) == 0 &&
+	    off == 4096 && fl == REPL_BM_LAST && nb == 100 && bits[99] == 0xa5,
+	    "bitmap: round trip");
+	ok(repl_bitmap_dec(buf, n + 100, 4100, &off, &fl, &bits, &nb) == -1,
+	    "bitmap: piece past the receiver's bitmap refused");
+	repl_bitmap_enc(buf, 0, 0x80);
+	ok(repl_bitmap_dec(buf, n, 8192, &off, &fl, &bits, &nb) == -1,
+	    "bitmap: unknown flag refused");
+	ok(repl_bitmap_dec(buf, n - 1, 8192, &off, &fl, &bits, &nb) == -1,
+	    "bitmap: short refused");
+
+	memset(hashes, 0x3c, sizeof(hashes));
+	n = repl_csum_enc(buf, &c);
+	ok(n == REPL_RS_CSUM_HDR + 3 * REPL_RS_HASH, "csum: size");
+	ok(repl_csum_dec(buf, n, SIZE, &g) == 0 && g.id == 7 &&
+	    g.offset == 8192 && g.len == 3 * 4096 && g.flags == REPL_RS_VERIFY
+	    && g.hashes[0] == 0x3c, "csum: round trip");
+	ok(repl_csum_dec(buf, n - 1, SIZE, &g) == -1, "csum: short refused");
+	ok(repl_csum_dec(buf, n, 8192, &g) == -1, "csum: past the end refused");
+	c.offset = 100;
+	n = repl_csum_enc(buf, &c);
+	ok(repl_csum_dec(buf, n, SIZE, &g) == -1, "csum: unaligned refused");
+	c.offset = 0;
+	c.len = REPL_CHUNK + 4096;
+	put_be32(buf + 16, c.len);
+	ok(repl_csum_dec(buf, n, SIZE, &g) == -1, "csum: oversized refused");
+
+	memset(mask, 0, sizeof(mask));
+	mask[1] = 0x81;
+	n = repl_diff_enc(buf, 9, 16, mask);
+	ok(repl_diff_dec(buf, n, &id, &blocks, &mp) == 0 && id == 9 &&
+	    blocks == 16 && mp[1] == 0x81, "diff: round trip");
+	ok(repl_diff_dec(buf, n + 1, &id, &blocks, &mp) == -1,
+	    "diff: long refused");
+	n = repl_diff_enc(buf, 9, REPL_RS_BLOCKS, mask);
+	put_be32(buf + 8, REPL_RS_BLOCKS + 8);
+	ok(repl_diff_dec(buf, n + 1, &id, &blocks, &mp) == -1,
+	    "diff: too many blocks refused");
+	n = repl_id_enc(buf, 12);
+	ok(repl_id_dec(buf, n, &id) == 0 && id == 12, "id: round trip");
+	ok(repl_id_dec(buf, n - 1, &id) == -1, "id: short refused");
+}
+
 int
 main(void)
 {
 	test_hello();
 	test_data();
 	test_small();
+	test_resync();
 	return done_testing();
 }

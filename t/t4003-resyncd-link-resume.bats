@@ -1,0 +1,87 @@
+#!/usr/bin/env bats
+# Recovery case 2, a replication-network outage, and resumed resyncs: the
+# link between a and b goes down and comes back; a resync cut short by a
+# kill -9 of resyncd or of the target continues where it stopped.
+
+load lib/common
+load lib/cluster
+load lib/resync
+
+setup() {
+	cl_init 64M
+}
+
+teardown() {
+	stop_all_daemons
+}
+
+wan() { echo "$*" | socat -t 2 - UNIX-CONNECT:"$C/wan.ctl"; }
+
+@test "the link a-b is cut and restored: b is resynced by itself" {
+	wport=$(free_port)
+	start_daemon wan wanproxy -c "$C/wan.ctl" 127.0.0.1:"$wport" \
+	    127.0.0.1:"$PORT_b"
+	CL_ADDR_b=127.0.0.1:$wport cl_up
+	start_daemon rsa resyncd -c "$C/a/ctl.sock"
+	fio_bg fio1 a 8
+	sleep 1
+	# a partition: nothing moves, then the connections die
+	wan cut
+	wan reset
+	cl_wait a peer.b.connected 0
+	cl_wait b peer.a.connected 0
+	# a keeps quorum with c and goes on writing; b's blocks are tracked
+	wait_for 10 eval '[ "$(cl_status a peer.b.oos_bytes)" -gt 1000000 ]'
+	run -0 cl_status a suspended
+	[ "$output" = 0 ]
+	wan restore
+	cl_wait a peer.b.state uptodate 30
+	wait_bg fio1
+	[ "$(cl_sum a)" = "$(cl_sum b)" ]
+	grep -q "resync source" "$BATS_TEST_TMPDIR/bma.err"
+}
+
+# progress NODE PEER: percent of the resync done, from NODE's status
+progress() {
+	local start oos
+	start=$(cl_status "$1" "peer.$2.resync_start_bytes")
+	oos=$(cl_status "$1" "peer.$2.oos_bytes")
+	[ "${start:-0}" -gt 0 ] || { echo 0; return; }
+	echo $(((start - oos) * 100 / start))
+}
+
+@test "kill -9 of resyncd, then of the target, mid-resync: resumed, not restarted" {
+	cl_up
+	cl_kill b
+	cl_wait a peer.b.connected 0
+	dirty a 24
+	cl_start b
+	cl_wait a peer.b.resync source
+	dirty=$(cl_status a peer.b.oos_bytes)
+	echo "dirty: $dirty bytes" >&3
+	[ "$dirty" -gt $((8 << 20)) ]
+	# slow enough to be caught in the middle
+	start_daemon rsa resyncd -r 4M -c "$C/a/ctl.sock"
+	wait_for 20 eval '[ "$(progress a b)" -ge 25 ]'
+	kill_daemon rsa KILL || true
+	p1=$(progress a b)
+	echo "resyncd killed at $p1%" >&3
+	start_daemon rsa resyncd -r 4M -c "$C/a/ctl.sock"
+	wait_for 20 eval '[ "$(progress a b)" -ge 60 ]'
+	# the resync goes on from where it stopped, not from 0
+	[ "$(progress a b)" -ge "$p1" ]
+	cl_kill b
+	cl_wait a peer.b.connected 0
+	left=$(cl_status a peer.b.oos_bytes)
+	echo "target killed with $left bytes left" >&3
+	[ "$left" -lt $((dirty / 2)) ]
+	cl_start b
+	cl_wait a peer.b.state uptodate 30
+	sent=$(cl_status a peer.b.resync_sent_bytes)
+	echo "sent $sent bytes in all for $dirty dirty" >&3
+	# no more than the dirty data and one batch (the target's flush
+	# interval, 4 MiB, and what was in flight)
+	[ "$sent" -le $((dirty + (5 << 20))) ]
+	run -0 qemu-io -f raw -c flush "$(cl_uri a)"
+	[ "$(cl_sum a)" = "$(cl_sum b)" ]
+}
