@@ -1,0 +1,116 @@
+#!/usr/bin/env bats
+# examples/rc.hatrio on loopback: three nodes started from one hatrio.conf
+# (per-node ports), status, a killed daemon restarted by its supervisor,
+# stop by pid with nothing left, and the errors of a bad configuration.
+
+load lib/common
+
+setup() {
+	T=$BATS_TEST_TMPDIR
+	make_key "$T/key"
+	local n p used=
+	for n in a b c; do
+		mkdir -p "$T/$n"
+		truncate -s 16M "$T/$n/disk"
+		blkmirror init -g 0123456789abcdef -m "$T/$n/meta" -n "$n" "$T/$n/disk"
+	done
+	{
+		echo ". $HATRIO_ROOT/examples/hatrio.conf"
+		echo "KEY=$T/key"
+		for n in a b c; do
+			echo "ADDR_$n=127.0.0.1"
+			for v in HB_PORT BM_PORT; do
+				p=$(free_port)
+				while [[ " $used " == *" $p "* ]]; do p=$(free_port); done
+				used="$used $p"
+				echo "${v}_$n=$p"
+			done
+		done
+		# no preferred primary: nobody takes the service, no VIP, no mount
+		echo "PRIMARY="
+		echo "VIP="
+		echo "HB_INTERVAL=100ms"
+		echo "HB_OPTS='-w 300ms -D 500ms -I 2s'"
+		echo "RUN=$T/\$NODE/run"
+		echo "DISK=$T/\$NODE/disk"
+		echo "META=$T/\$NODE/meta"
+		echo "MOUNT=$T/\$NODE/mnt"
+	} >"$T/hatrio.conf"
+	RC=$HATRIO_ROOT/examples/rc.hatrio
+}
+
+teardown() {
+	local n f
+	for n in a b c; do
+		"$RC" -c "$T/hatrio.conf" -n "$n" stop 2>/dev/null
+		for f in "$T/$n"/run/*.pid "$T/$n"/run/*.child; do
+			[ -s "$f" ] && kill -KILL "$(cat "$f")" 2>/dev/null
+		done
+	done
+	return 0
+}
+
+# alive PID: running, not a zombie waiting for init
+alive() {
+	local st
+	st=$(cat "/proc/$1/stat" 2>/dev/null) || return 1
+	st=${st##*) }
+	[ "${st%% *}" != Z ]
+}
+
+@test "start, status, a killed daemon restarted, stop leaves nothing running" {
+	for n in a b c; do
+		run -0 "$RC" -c "$T/hatrio.conf" -n "$n" start
+	done
+	wait_for 10 "$RC" -c "$T/hatrio.conf" -n a status
+	wait_for 10 eval "\"$RC\" -c \"$T/hatrio.conf\" -n a status | grep -qx 'peer c: uptodate, role secondary'"
+	run -0 "$RC" -c "$T/hatrio.conf" -n a status
+	[[ "${lines[0]}" =~ ^"blkmirror: running (supervisor "[0-9]+", pid "[0-9]+")"$ ]]
+	[[ "${lines[1]}" =~ ^"resyncd: running (supervisor "[0-9]+", pid "[0-9]+")"$ ]]
+	[[ "${lines[2]}" =~ ^"hbsend: running (supervisor "[0-9]+", pid "[0-9]+")"$ ]]
+	[[ "${lines[3]}" =~ ^"failover: running (supervisor "[0-9]+", pid "[0-9]+")"$ ]]
+	[ "${lines[4]}" = "disk: secondary, uptodate, quorum yes" ]
+	[ "${lines[5]}" = "peer b: uptodate, role secondary" ]
+	[ "${lines[6]}" = "peer c: uptodate, role secondary" ]
+	[ "${#lines[@]}" = 7 ]
+	# hbwatch | rc.failover: a hears b and c, with their roles
+	wait_for 10 grep -Eq "^[0-9:.]+ a: event: b up incarnation=[0-9]+ medium=udp:127\.0\.0\.1:[0-9]+ status=(secondary)? quorum=(yes|no) seq=[0-9]+$" "$T/a/run/failover.log"
+	wait_for 10 grep -Eq " a: event: b (up .* status=secondary quorum=yes|status status=secondary) seq=[0-9]+$" "$T/a/run/failover.log"
+	wait_for 10 grep -q " a: event: - quorum quorum=yes votes=2 size=3 seq=" "$T/a/run/failover.log"
+	# blkmirror killed: its supervisor starts it again
+	local old=$(cat "$T/a/run/blkmirror.child")
+	kill -KILL "$old"
+	wait_for 10 grep -q "a rc.hatrio: blkmirror exited with status 137, restarting it in 1s" "$T/a/run/blkmirror.log"
+	wait_for 10 eval "[ -s '$T/a/run/blkmirror.child' ] && [ \"\$(cat '$T/a/run/blkmirror.child')\" != $old ]"
+	wait_for 10 blkmirror ctl "$T/a/run/ctl.sock" status
+	not_old=$(cat "$T/a/run/blkmirror.child")
+	alive "$not_old"
+	# stop: every supervisor and daemon of a ends; b and c see a leave
+	local pids=$(cat "$T"/a/run/*.pid "$T"/a/run/*.child)
+	run -0 "$RC" -c "$T/hatrio.conf" -n a stop
+	for p in $pids; do
+		if alive "$p"; then echo "$p still runs"; false; fi
+	done
+	[ -z "$(ls "$T"/a/run/*.pid "$T"/a/run/*.child 2>/dev/null)" ]
+	wait_for 5 grep -q " b: event: a left quorum=yes seq=" "$T/b/run/failover.log"
+	run -1 "$RC" -c "$T/hatrio.conf" -n a status
+	[ "${lines[0]}" = "blkmirror: stopped" ]
+	[ "${lines[3]}" = "failover: stopped" ]
+	for n in b c; do
+		run -0 "$RC" -c "$T/hatrio.conf" -n "$n" stop
+	done
+	[ -z "$(pgrep -f -- "$T/")" ]
+}
+
+@test "usage and configuration errors" {
+	run -100 --separate-stderr "$RC"
+	[ "$stderr" = "usage: rc.hatrio [-c conf] [-n node] start|stop|status|run unit" ]
+	run -100 --separate-stderr "$RC" -c "$T/nonexistent" -n a start
+	[ "$stderr" = "rc.hatrio: cannot read $T/nonexistent" ]
+	rm "$T/a/meta"
+	run -100 --separate-stderr "$RC" -c "$T/hatrio.conf" -n a start
+	[[ "$stderr" =~ ^[0-9:.]+\ a\ rc.hatrio:\ missing:\ $T/a/meta$ ]]
+	run -100 --separate-stderr "$RC" -c "$T/hatrio.conf" -n a frobnicate
+	run -100 --separate-stderr "$HATRIO_ROOT/examples/rc.failover" -c "$T/hatrio.conf" -n a frobnicate
+	[ "$stderr" = "usage: rc.failover [-c conf] [-n node] [takeover|release reason]" ]
+}
