@@ -243,3 +243,42 @@ loop_of() { cat "$W/$1/loop"; }
 	[ "${#lines[@]}" = 2 ]
 	[ "$(wire_st a role)" = secondary ]
 }
+
+@test "auto-failback on: b hands back once a is in sync, and a takes over" {
+	wire_init mkfs
+	echo "AUTO_FAILBACK=yes" >>"$W/hatrio.conf"
+	wire_up
+	# b runs the service (a took the role back by hand, say)
+	blkmirror ctl "$W/a/ctl.sock" secondary
+	run -0 nsenter --net="/run/netns/${NET_PREFIX}b" \
+	    "$HATRIO_ROOT/examples/rc.failover" -c "$W/hatrio.conf" -n b \
+	    takeover "a test"
+	wire_vip b
+	wire_wait b peer.a.state uptodate
+	: >"$W/b.log"
+	wire_feed b <<-'EOF'
+	1795571930.632746 a up incarnation=1795571930632746 medium=udp:198.18.0.1:694 status=secondary quorum=yes seq=1
+	1795571930.632790 - quorum quorum=yes votes=2 size=3 seq=2
+	EOF
+	run -0 wire_actions b
+	[ "${lines[0]}" = "b: watching  a c (preferred primary a, auto-failback yes)" ]
+	[ "${lines[1]}" = "b: release: auto-failback: a, the preferred primary, is back and in sync" ]
+	[ "${lines[2]}" = "b: vip: $WIRE_VIP/24 dev eth0: deleted" ]
+	[ "${lines[6]}" = "b: demote: secondary" ]
+	[ "${lines[7]}" = "b: release: done, b is secondary" ]
+	[ "${#lines[@]}" = 9 ]
+	not wire_vip b
+	# a hears b give up the role and takes it back
+	wire_feed a <<-'EOF'
+	1795571930.700001 b up incarnation=1795571920734620 medium=udp:198.18.0.2:694 status=primary quorum=yes seq=1
+	1795571930.700020 - quorum quorum=yes votes=2 size=3 seq=2
+	1795571930.857763 c up incarnation=1795571920857763 medium=udp:198.18.0.3:694 status=secondary quorum=yes seq=3
+	1795571931.100000 b status status=secondary seq=4
+	EOF
+	run -0 wire_actions a
+	[ "${lines[1]}" = "a: take over: a is the preferred primary, has quorum, and no live peer is primary" ]
+	[ "${lines[8]}" = "a: take over: done, a is primary" ]
+	[ "${#lines[@]}" = 10 ]
+	wire_vip a
+	[ "$(wire_st a role)" = primary ]
+}
