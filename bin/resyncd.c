@@ -606,7 +606,7 @@ cmd_recv(int argc, char *argv[])
  * in blkmirror's bitmaps, so a resync that was interrupted continues
  * where it stopped.
  */
-#define RS_WINDOW	8		/* requests in flight */
+#define RS_WINDOW	32		/* requests in flight */
 #define RS_TICK_USEC	200000		/* rate control and progress */
 #define RS_RATE_MIN	(4ULL << 20)
 #define RS_RATE_START	(256ULL << 20)
