@@ -606,7 +606,7 @@ cmd_recv(int argc, char *argv[])
  * in blkmirror's bitmaps, so a resync that was interrupted continues
  * where it stopped.
  */
-#define RS_WINDOW	8		/* requests in flight */
+#define RS_WINDOW	32		/* requests in flight */
 #define RS_TICK_USEC	200000		/* rate control and progress */
 #define RS_RATE_MIN	(4ULL << 20)
 #define RS_RATE_START	(256ULL << 20)
@@ -621,7 +621,7 @@ struct ctlconn {
 struct rsjob {
 	const char	*ctl, *peer;
 	int		 kind;		/* 0 sync, 1 csum, 2 verify */
-	int		 window, fix, quiet;
+	int		 window, fix, quiet, mode_set;
 	uint64_t	 fixed_rate;	/* 0: dynamic */
 	/* running */
 	struct ctlconn	 q, r;		/* queries; pipelined requests */
@@ -1027,7 +1027,7 @@ resync_peer(struct rsjob *j, int wait_connect)
 			continue;
 		}
 		deadline = 0;
-		if (j->kind == 0 && strcmp(kv[K_FULL].val, "1") == 0 &&
+		if (!j->mode_set && strcmp(kv[K_FULL].val, "1") == 0 &&
 		    strcmp(kv[K_EMPTY].val, "0") == 0)
 			j->kind = 1;	/* it has old data: send what differs */
 		if (pass(j) == 0)
@@ -1089,6 +1089,7 @@ rs_opts(struct rsjob *j, int ch, const char *arg)
 		j->ctl = arg;
 		break;
 	case 'm':
+		j->mode_set = 1;
 		if (strcmp(arg, "data") == 0)
 			j->kind = 0;
 		else if (strcmp(arg, "csum") == 0)
