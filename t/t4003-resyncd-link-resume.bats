@@ -85,3 +85,30 @@ progress() {
 	run -0 qemu-io -f raw -c flush "$(cl_uri a)"
 	[ "$(cl_sum a)" = "$(cl_sum b)" ]
 }
+
+@test "a fixed rate is kept; a terminal gets a progress bar" {
+	cl_up
+	cl_kill b
+	cl_wait a peer.b.connected 0
+	dirty a 8
+	cl_start b
+	cl_wait a peer.b.resync source
+	run -0 resyncd sync -r 2M -c "$C/a/ctl.sock" b
+	last=${lines[-1]}
+	echo "$last" >&3
+	[[ "$last" =~ resync-done\ peer=b\ done_bytes=([0-9]+)\ .*\ rate=([0-9]+) ]]
+	[ "${BASH_REMATCH[1]}" -gt $((6 << 20)) ]
+	# 2 MiB/s and a 1 MiB burst at most
+	[ "${BASH_REMATCH[2]}" -le $((5 << 19)) ]
+	# a terminal: a bar that ends at 100%
+	cl_kill b
+	cl_wait a peer.b.connected 0
+	dirty a 2
+	cl_start b
+	cl_wait a peer.b.resync source
+	run -0 script -qec "resyncd sync -r 1M -c '$C/a/ctl.sock' b" /dev/null
+	[[ "$output" =~ resync\ a\ b\ \[#+\.*\]\ +[0-9]+%\ .*ETA ]]
+	[[ "$output" =~ \[##############################\]\ 100% ]]
+	cl_wait a peer.b.state uptodate
+	[ "$(cl_sum a)" = "$(cl_sum b)" ]
+}
