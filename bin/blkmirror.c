@@ -1875,7 +1875,9 @@ unfl_drop(struct peer *p, size_t n)
 
 	for (i = 0; i < n; i++)
 		p->unfl_bytes -= p->unfl[i].len;
-	memmove(p->unfl, p->unfl + n, (p->nunfl - n) * sizeof(*p->unfl));
+	if (n > 0 && n < p->nunfl)
+		memmove(p->unfl, p->unfl + n, (p->nunfl - n) *
+		    sizeof(*p->unfl));
 	p->nunfl -= n;
 }
 

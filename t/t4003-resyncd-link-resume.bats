@@ -15,8 +15,6 @@ teardown() {
 	stop_all_daemons
 }
 
-wan() { echo "$*" | socat -t 2 - UNIX-CONNECT:"$C/wan.ctl"; }
-
 @test "the link a-b is cut and restored: b is resynced by itself" {
 	wport=$(free_port)
 	start_daemon wan wanproxy -c "$C/wan.ctl" 127.0.0.1:"$wport" \
@@ -52,11 +50,7 @@ progress() {
 
 @test "kill -9 of resyncd, then of the target, mid-resync: resumed, not restarted" {
 	cl_up
-	cl_kill b
-	cl_wait a peer.b.connected 0
-	dirty a 24
-	cl_start b
-	cl_wait a peer.b.resync source
+	b_behind 24
 	dirty=$(cl_status a peer.b.oos_bytes)
 	echo "dirty: $dirty bytes" >&3
 	[ "$dirty" -gt $((8 << 20)) ]
@@ -88,11 +82,7 @@ progress() {
 
 @test "a fixed rate is kept; a terminal gets a progress bar" {
 	cl_up
-	cl_kill b
-	cl_wait a peer.b.connected 0
-	dirty a 8
-	cl_start b
-	cl_wait a peer.b.resync source
+	b_behind 8
 	run -0 resyncd sync -r 2M -c "$C/a/ctl.sock" b
 	last=${lines[-1]}
 	echo "$last" >&3
@@ -101,11 +91,7 @@ progress() {
 	# 2 MiB/s and a 1 MiB burst at most
 	[ "${BASH_REMATCH[2]}" -le $((5 << 19)) ]
 	# a terminal: a bar that ends at 100%
-	cl_kill b
-	cl_wait a peer.b.connected 0
-	dirty a 2
-	cl_start b
-	cl_wait a peer.b.resync source
+	b_behind 2
 	run -0 script -qec "resyncd sync -r 1M -c '$C/a/ctl.sock' b" /dev/null
 	[[ "$output" =~ resync\ a\ b\ \[#+\.*\]\ +[0-9]+%\ .*ETA ]]
 	[[ "$output" =~ \[##############################\]\ 100% ]]

@@ -16,8 +16,6 @@ teardown() {
 	stop_all_daemons
 }
 
-wan() { echo "$*" | socat -t 2 - UNIX-CONNECT:"$C/wan.ctl"; }
-
 @test "a dies while c lags; b promoted: c is brought in line with b" {
 	wport=$(free_port)
 	start_daemon wan wanproxy -c "$C/wan.ctl" 127.0.0.1:"$wport" \
