@@ -1,0 +1,88 @@
+#!/usr/bin/env bats
+# Split brain on three nodes: a and b cut from each other and from c,
+# quorum off, both primary, different writes on each.  When a and b meet
+# again blkmirror detects it and applies the after-sb-Npri policy: each
+# case picks the victim it should, the victim's blocks are in its save
+# file, resyncd makes it a copy of the survivor, and "splitbrain restore"
+# of the save file onto that copy gives back the victim's image.
+
+load lib/common
+load lib/cluster
+load lib/splitbrain
+
+setup() {
+	sb_init 16M
+}
+
+teardown() {
+	stop_all_daemons
+}
+
+# diverge [BLKMIRROR ARG...]: a and b primary on both sides of a
+# partition, a writes 3 blocks' worth of ranges, b 2; checksums in
+# SUM_a and SUM_b.
+diverge() {
+	sb_start a -q off "$@"
+	sb_start b -q off "$@"
+	sb_start c -q off "$@"
+	cl_wait a peer.b.state uptodate
+	cl_wait a peer.c.state uptodate
+	cl_wait b peer.c.state uptodate
+	run -0 cl_ctl a primary
+	run -0 qemu-io -f raw -c 'write -P 1 0 1M' "$(cl_uri a)"
+	cl_wait b peer.a.oos_bytes 0
+	sb_cut ab ac bc
+	cl_wait a peer.b.connected 0
+	cl_wait b peer.a.connected 0
+	cl_wait c nodes 1
+	run -0 cl_ctl b "primary --force"
+	run -0 qemu-io -f raw -c 'write -P 0xaa 0 8k' -c 'write -P 0xab 1M 4k' \
+	    -c 'write -P 0xac 8M 4k' "$(cl_uri a)"
+	run -0 qemu-io -f raw -c 'write -P 0xbb 4k 8k' -c 'write -P 0xbc 12M 4k' \
+	    "$(cl_uri b)"
+	SUM_a=$(cl_sum a)
+	SUM_b=$(cl_sum b)
+	[ "$SUM_a" != "$SUM_b" ]
+	sb_events a
+	sb_events b
+}
+
+# heal VICTIM SURVIVOR POLICY PRIMARIES: a and b meet; both decide the
+# same; the victim saves, is resynced, and its image comes back from
+# the save file.
+heal() {
+	local v=$1 s=$2 pol=$3 np=$4 f
+	sb_heal ab
+	sb_wait_event a "split-brain peer=b full=0 why=\"both moved on from the same generation\""
+	sb_wait_event b "split-brain peer=a full=0"
+	sb_wait_event a "split-brain-policy peer=b primaries=$np policy=$pol victim=$v "
+	sb_wait_event b "split-brain-policy peer=a primaries=$np policy=$pol victim=$v "
+	sb_wait_event "$v" "split-brain-resolved peer=$s victim=$v savefile="
+	f=$(sb_event "$v" split-brain-resolved | sed 's/.* savefile=\([^ ]*\) .*/\1/')
+	[ "$f" = "$(cl_status "$v" peer.$s.sb_savefile)" ]
+	[[ "$f" == "$C/$v/$v-splitbrain-"*.save ]]
+	sb_wait_event "$s" "split-brain-resolved peer=$v victim=$v savefile=$f "
+	# the victim is no primary any more, its data not up to date
+	[ "$(cl_status "$v" role)" = secondary ]
+	[ "$(cl_status "$v" disk)" = inconsistent ]
+	cl_wait "$s" peer.$v.resync source
+	run -0 resyncd sync -q -c "$C/$s/ctl.sock" "$v"
+	cl_wait "$s" peer.$v.state uptodate
+	cl_wait "$v" peer.$s.state uptodate
+	[ "$(cl_status "$v" disk)" = uptodate ]
+	eval "[ \"\$(cl_sum $s)\" = \"\$SUM_$s\" ]"
+	[ "$(cl_sum "$v")" = "$(cl_sum "$s")" ]
+	# the save file gives back the victim's image
+	cp "$C/$v/disk" "$C/restored"
+	run -0 splitbrain restore "$f" "$C/restored"
+	eval "[ \"\$(md5sum <\"\$C/restored\" | cut -d' ' -f1)\" = \"\$SUM_$v\" ]"
+	run -0 splitbrain show "$f"
+	[ "${lines[1]}" = "node=$v" ]
+}
+
+@test "2 primaries, discard-younger-primary: b, promoted last, is the victim" {
+	diverge -S after-sb-2pri=discard-younger-primary
+	heal b a discard-younger-primary 2
+	# a went on as primary throughout
+	[ "$(cl_status a role)" = primary ]
+}
