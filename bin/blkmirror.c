@@ -3259,6 +3259,10 @@ sb_command(struct evbuffer *out, const char *name)
 		    "exchanged\n", name);
 		return;
 	}
+	/* again, after the victim's save failed */
+	if (s->state == SB_SURVIVOR && p == peer_find(name) &&
+	    strcmp(s->victim, name) == 0)
+		s->state = SB_WAIT;
 	if (s->state != SB_WAIT) {
 		evbuffer_add_printf(out, "error: discard %s: split brain with "
 		    "%s already being resolved (%s%s%s)\n", name, p->name,

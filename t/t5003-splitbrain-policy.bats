@@ -76,8 +76,13 @@ heal() {
 	cp "$C/$v/disk" "$C/restored"
 	run -0 splitbrain restore "$f" "$C/restored"
 	eval "[ \"\$(md5sum <\"\$C/restored\" | cut -d' ' -f1)\" = \"\$SUM_$v\" ]"
+	# both sides' changes: blocks 0-2, at 1M, 8M and 12M
 	run -0 splitbrain show "$f"
 	[ "${lines[1]}" = "node=$v" ]
+	[ "${lines[6]}" = records=4 ]
+	[ "${lines[7]}" = bytes=24576 ]
+	[ "${lines[8]}" = "record offset=0 length=12288" ]
+	[ "${lines[11]}" = "record offset=12582912 length=4096" ]
 }
 
 @test "2 primaries, discard-younger-primary: b, promoted last, is the victim" {
@@ -85,4 +90,30 @@ heal() {
 	heal b a discard-younger-primary 2
 	# a went on as primary throughout
 	[ "$(cl_status a role)" = primary ]
+}
+
+@test "2 primaries, discard-older-primary: a, promoted first, is the victim and is demoted" {
+	diverge -S after-sb-2pri=discard-older-primary
+	heal a b discard-older-primary 2
+	[ "$(cl_status b role)" = primary ]
+	sb_wait_event a "role role=secondary"
+}
+
+@test "2 primaries, discard-least-changes: b changed fewer blocks" {
+	diverge -S after-sb-2pri=discard-least-changes -S after-sb-1pri=discard-node-a
+	heal b a discard-least-changes 2
+}
+
+@test "1 primary: after-sb-1pri applies, not after-sb-2pri" {
+	diverge -S after-sb-1pri=discard-node-a -S after-sb-2pri=discard-node-b
+	run -0 cl_ctl a secondary
+	heal a b discard-node-a 1
+}
+
+@test "no primary: after-sb-0pri=discard-least-changes picks b" {
+	diverge -S after-sb-0pri=discard-least-changes \
+	    -S after-sb-2pri=discard-node-a
+	run -0 cl_ctl a secondary
+	run -0 cl_ctl b secondary
+	heal b a discard-least-changes 0
 }
