@@ -143,3 +143,23 @@ diverge() {
 	cl_wait b peer.a.state uptodate
 	[ "$(cl_sum a)" = "$(cl_sum b)" ]
 }
+
+@test "a victim killed after its save comes back as sync target, not in split brain" {
+	diverge
+	run -0 splitbrain resolve -c "$C/a/ctl.sock" --discard b
+	sb_wait_event a "split-brain-resolved peer=b victim=b "
+	f=$(cl_status b peer.a.sb_savefile)
+	cl_kill b
+	cl_wait a peer.b.connected 0
+	sb_start b -q off
+	sb_wait_event a "verdict peer=b verdict=source state=needs-resync "
+	sed -n '/peer-disconnect peer=b/,$p' "$C/eva.out" >"$C/after"
+	run -1 grep -c "split-brain" "$C/after"
+	cl_wait a peer.b.resync source
+	run -0 resyncd sync -q -c "$C/a/ctl.sock" b
+	cl_wait b peer.a.state uptodate
+	[ "$(cl_sum a)" = "$(cl_sum b)" ]
+	cp "$C/b/disk" "$C/restored"
+	run -0 splitbrain restore "$f" "$C/restored"
+	[ "$(md5sum <"$C/restored" | cut -d' ' -f1)" = "$SUM_b" ]
+}
