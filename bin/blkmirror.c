@@ -2913,6 +2913,30 @@ sb_hello(struct peer *p, const struct gi_view *peer,
 	    d->why);
 }
 
+/*
+ * Writes a quorum held back (never written) or suspended (written here,
+ * never acknowledged) end with an error: this node's writes are being
+ * discarded (the suspended ones are in the save file).
+ */
+static void
+sb_fail_waiting(void)
+{
+	struct nbd_req	*r;
+
+	while ((r = TAILQ_FIRST(&held)) != NULL) {
+		TAILQ_REMOVE(&held, r, entry);
+		nheld--;
+		nbd_req_done(r, EIO);
+	}
+	while ((r = TAILQ_FIRST(&susp)) != NULL) {
+		TAILQ_REMOVE(&susp, r, entry);
+		nsusp--;
+		r->lerr = EIO;
+		req_maybe_done(r);
+	}
+	nbd_server_flush(srv);
+}
+
 /* Stop being primary, wait for writes in flight, then save. */
 static void
 sb_discard_self(struct peer *p)
@@ -2930,6 +2954,7 @@ sb_discard_self(struct peer *p)
 		forced = 0;
 		set_role(0);
 	}
+	sb_fail_waiting();
 	evtimer_add(sbtimer, &tv);
 }
 
