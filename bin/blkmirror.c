@@ -1932,8 +1932,12 @@ rs_hello(struct peer *p, const struct gi_decision *d)
 		return;
 	if (p->st == PS_NEEDS_RESYNC && d->full)
 		mark_oos(p, 0, m->size);
-	if (d->al_self && !p->al_done) {
-		/* What we wrote just before our crash may not be there. */
+	/*
+	 * What we wrote just before our crash may not be there, nor in the
+	 * bitmap (it reaches the disk lazily): as source, target or in a
+	 * split brain, a node that crashed as primary adds its activity log.
+	 */
+	if ((d->al_self || crashed) && !p->al_done) {
 		for (i = 0; i < m->al_unclean; i++) {
 			off = (uint64_t)m->al_crashed[i] * META_AL_EXTENT;
 			if (off < m->size)

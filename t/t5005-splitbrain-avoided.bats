@@ -101,5 +101,7 @@ up() {
 	cl_wait a peer.b.resync source
 	run -0 resyncd sync -q -c "$C/a/ctl.sock" b
 	cl_wait b peer.a.state uptodate
+	# every block a wrote after b died, also those its bitmap on disk
+	# missed when it lost power (its activity log adds them)
 	[ "$(cl_sum a)" = "$(cl_sum b)" ]
 }
