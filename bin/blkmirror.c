@@ -1887,7 +1887,9 @@ unfl_drop(struct peer *p, size_t n)
 
 	for (i = 0; i < n; i++)
 		p->unfl_bytes -= p->unfl[i].len;
-	memmove(p->unfl, p->unfl + n, (p->nunfl - n) * sizeof(*p->unfl));
+	if (n > 0)	/* p->unfl may be NULL */
+		memmove(p->unfl, p->unfl + n, (p->nunfl - n) *
+		    sizeof(*p->unfl));
 	p->nunfl -= n;
 }
 
