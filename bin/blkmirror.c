@@ -239,13 +239,15 @@ static void
 usage(void)
 {
 	fprintf(stderr,
-	    "usage: blkmirror [-pv] [-B savedir] [-d fd] [-H handler] "
-	    "[-J journal]\n"
-	    "                 [-j threads] [-k keyfile] [-L [host:]port]\n"
-	    "                 [-P name=host:port,mode] [-Q size] [-q policy]\n"
-	    "                 [-S after-sb-Npri=policy] [-t [host:]port] "
-	    "-c ctlsock\n"
-	    "                 -l nbdsock -m meta -n node device\n"
+	    "usage: blkmirror [-pv] [-A after-sb-Npri=policy] [-B savedir] "
+	    "[-d fd]\n"
+	    "                 [-e handler] [-J journal] [-j threads] "
+	    "[-k keyfile]\n"
+	    "                 [-L [host:]port] [-P name=host:port,mode] "
+	    "[-Q size]\n"
+	    "                 [-q policy] [-t [host:]port] -c ctlsock "
+	    "-l nbdsock\n"
+	    "                 -m meta -n node device\n"
 	    "       blkmirror init [-Ef] [-a extents] [-g gi] -m meta -n node "
 	    "device\n"
 	    "                 [size]\n"
@@ -2696,7 +2698,7 @@ peer_accept(struct evconnlistener *lev, evutil_socket_t fd,
  * split-brain.  Their bitmap exchange (see "resync") leaves both holding
  * the union of the blocks either changed: what a resync would overwrite
  * on the victim.  Then each node applies the policy for the number of
- * primaries (-S after-sb-Npri=POLICY, gi_policy_victim()) to the two
+ * primaries (-A after-sb-Npri=POLICY, gi_policy_victim()) to the two
  * views as the HELLOs carried them, in node name order, so that both
  * reach the same decision without a word; "disconnect", or a policy that
  * decides nothing, leaves the pair in split-brain for a person ("discard
@@ -2713,7 +2715,7 @@ peer_accept(struct evconnlistener *lev, evutil_socket_t fd,
  * again (blocks it wrote after the exchange), and the survivor, which
  * stays in split-brain until then, becomes the sync source that resyncd
  * drives.  If the save fails, nothing changes: the pair stays in
- * split-brain.  -H runs a program on each split-brain event.
+ * split-brain.  -e runs a program on each split-brain event.
  */
 enum { SB_NONE, SB_WAIT, SB_DRAIN, SB_SAVING, SB_COMMIT, SB_SURVIVOR };
 static const char *sb_states[] = { "none", "waiting", "draining",
@@ -2745,7 +2747,7 @@ static struct event		*sbtimer;
 
 static void	sb_tick(evutil_socket_t, short, void *);
 
-/* -B savedir, -H handler, -S after-sb-Npri=policy */
+/* -A after-sb-Npri=policy, -B savedir, -e handler */
 static void
 sb_option(int ch, char *arg)
 {
@@ -2756,17 +2758,17 @@ sb_option(int ch, char *arg)
 	case 'B':
 		sbdir = arg;
 		return;
-	case 'H':
+	case 'e':
 		sbhandler = arg;
 		return;
 	}
 	n = arg[9];
 	if (strncmp(arg, "after-sb-", 9) != 0 || n < '0' || n > '2' ||
 	    strncmp(arg + 10, "pri=", 4) != 0)
-		errx(EXIT_USAGE, "-S %s: want after-sb-0pri=, after-sb-1pri= "
+		errx(EXIT_USAGE, "-A %s: want after-sb-0pri=, after-sb-1pri= "
 		    "or after-sb-2pri=", arg);
 	if ((e = gi_policy_parse(arg + 14, &sbpol[n - '0'])) != NULL)
-		errx(EXIT_USAGE, "-S %s: %s", arg, e);
+		errx(EXIT_USAGE, "-A %s: %s", arg, e);
 }
 
 static void
@@ -3900,11 +3902,11 @@ main(int argc, char *argv[])
 		return ctl_client(argv[2], argv[3]);
 	}
 	while ((ch = getopt(argc, argv,
-	    "B:c:d:H:J:j:k:L:l:m:n:P:pQ:q:S:t:v")) != -1) {
+	    "A:B:c:d:e:J:j:k:L:l:m:n:P:pQ:q:t:v")) != -1) {
 		switch (ch) {
+		case 'A':
 		case 'B':
-		case 'H':
-		case 'S':
+		case 'e':
 			sb_option(ch, optarg);
 			break;
 		case 'c':

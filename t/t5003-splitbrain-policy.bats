@@ -86,33 +86,33 @@ heal() {
 }
 
 @test "2 primaries, discard-younger-primary: b, promoted last, is the victim" {
-	diverge -S after-sb-2pri=discard-younger-primary
+	diverge -A after-sb-2pri=discard-younger-primary
 	heal b a discard-younger-primary 2
 	# a went on as primary throughout
 	[ "$(cl_status a role)" = primary ]
 }
 
 @test "2 primaries, discard-older-primary: a, promoted first, is the victim and is demoted" {
-	diverge -S after-sb-2pri=discard-older-primary
+	diverge -A after-sb-2pri=discard-older-primary
 	heal a b discard-older-primary 2
 	[ "$(cl_status b role)" = primary ]
 	sb_wait_event a "role role=secondary"
 }
 
 @test "2 primaries, discard-least-changes: b changed fewer blocks" {
-	diverge -S after-sb-2pri=discard-least-changes -S after-sb-1pri=discard-node-a
+	diverge -A after-sb-2pri=discard-least-changes -A after-sb-1pri=discard-node-a
 	heal b a discard-least-changes 2
 }
 
 @test "1 primary: after-sb-1pri applies, not after-sb-2pri" {
-	diverge -S after-sb-1pri=discard-node-a -S after-sb-2pri=discard-node-b
+	diverge -A after-sb-1pri=discard-node-a -A after-sb-2pri=discard-node-b
 	run -0 cl_ctl a secondary
 	heal a b discard-node-a 1
 }
 
 @test "no primary: after-sb-0pri=discard-least-changes picks b" {
-	diverge -S after-sb-0pri=discard-least-changes \
-	    -S after-sb-2pri=discard-node-a
+	diverge -A after-sb-0pri=discard-least-changes \
+	    -A after-sb-2pri=discard-node-a
 	run -0 cl_ctl a secondary
 	run -0 cl_ctl b secondary
 	heal b a discard-least-changes 0

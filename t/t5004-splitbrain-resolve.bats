@@ -23,8 +23,8 @@ teardown() {
 
 # as in t5003: a and b primary on both sides of a partition
 diverge() {
-	sb_start a -q off -H "$C/handler" "$@"
-	sb_start b -q off -H "$C/handler" "$@"
+	sb_start a -q off -e "$C/handler" "$@"
+	sb_start b -q off -e "$C/handler" "$@"
 	sb_start c -q off
 	cl_wait a peer.b.state uptodate
 	cl_wait a peer.c.state uptodate
@@ -162,4 +162,16 @@ diverge() {
 	cp "$C/b/disk" "$C/restored"
 	run -0 splitbrain restore "$f" "$C/restored"
 	[ "$(md5sum <"$C/restored" | cut -d' ' -f1)" = "$SUM_b" ]
+}
+
+@test "bad policies are refused at start" {
+	run -100 --separate-stderr blkmirror -A after-sb-2pri=discard-everything \
+	    -c "$C/x.sock" -l "$C/y.sock" -m "$C/a/meta" -n a "$C/a/disk"
+	[[ "$stderr" == "blkmirror: -A after-sb-2pri=discard-everything: unknown policy ("* ]]
+	run -100 --separate-stderr blkmirror -A after-sb-3pri=disconnect \
+	    -c "$C/x.sock" -l "$C/y.sock" -m "$C/a/meta" -n a "$C/a/disk"
+	[ "$stderr" = "blkmirror: -A after-sb-3pri=disconnect: want after-sb-0pri=, after-sb-1pri= or after-sb-2pri=" ]
+	run -100 --separate-stderr blkmirror -A after-sb-1pri=discard-node- \
+	    -c "$C/x.sock" -l "$C/y.sock" -m "$C/a/meta" -n a "$C/a/disk"
+	[ "$stderr" = "blkmirror: -A after-sb-1pri=discard-node-: discard-node- needs a node name" ]
 }

@@ -33,7 +33,7 @@ up() {
 }
 
 @test "quorum on: the cut-off primary suspends, so at most one primary acknowledges writes" {
-	up -S after-sb-2pri=discard-zero-changes
+	up -A after-sb-2pri=discard-zero-changes
 	run -0 qemu-io -f raw -c 'write -P 1 0 64k' "$(cl_uri a)"
 	sb_cut ab ac bc
 	cl_wait a quorum no
