@@ -2724,12 +2724,12 @@ static const char *sb_states[] = { "none", "waiting", "draining",
 #define SB_DISCARD	1	/* REPL_SB codes */
 #define SB_SAVED	2
 #define SB_PATH_MAX	1024
-#define SB_RANGE_MAX	REPL_CHUNK	/* bytes per save record at most */
+#define SB_RANGE_MAX	REPL_CHUNK	/* bytes per save record */
 
 struct sbslot {
 	struct ioq_job	 job;
 	struct peer	*p;
-	struct gi_view	 mine, theirs;	/* as the HELLOs carried them */
+	struct gi_view	 mine, theirs;	/* as the HELLOs said */
 	int		 state, np;
 	uint64_t	 pgen, need, gen;
 	unsigned char	*bm;		/* the bitmap being saved */
@@ -2762,9 +2762,8 @@ sb_option(int ch, char *arg)
 		sbhandler = arg;
 		return;
 	}
-	n = arg[9];
-	if (strncmp(arg, "after-sb-", 9) != 0 || n < '0' || n > '2' ||
-	    strncmp(arg + 10, "pri=", 4) != 0)
+	if (strncmp(arg, "after-sb-", 9) != 0 || (n = arg[9]) < '0' ||
+	    n > '2' || strncmp(arg + 10, "pri=", 4) != 0)
 		errx(EXIT_USAGE, "-A %s: want after-sb-0pri=, after-sb-1pri= "
 		    "or after-sb-2pri=", arg);
 	if ((e = gi_policy_parse(arg + 14, &sbpol[n - '0'])) != NULL)
@@ -3105,7 +3104,7 @@ sb_saved(struct ioq_job *j)
 	}
 	log_info("split brain with %s: this node's blocks saved in %s",
 	    p->name, s->savefile);
-	/* From now on this node is the survivor's target, even after a crash. */
+	/* from now on the survivor's target, even after a crash */
 	gi_push_history(h, m->gi_current);
 	m->flags &= ~(META_F_CONSISTENT | META_F_UPTODATE);
 	set_gi(s->theirs.bitmap, h);
