@@ -117,3 +117,26 @@ heal() {
 	run -0 cl_ctl b secondary
 	heal b a discard-least-changes 0
 }
+
+@test "a victim demoted while fio writes on it: what it wrote is all in the save file" {
+	diverge -A after-sb-2pri=discard-younger-primary
+	start_bg fio timeout 60 fio --name=w --ioengine=nbd --uri="$(cl_uri b)" \
+	    --rw=randwrite --bs=4k --size=16M --iodepth=8 --time_based \
+	    --runtime=30 --output="$C/fio.log"
+	wait_for 10 eval '[ "$(cl_status b writes)" -gt 200 ]'
+	sb_heal ab
+	sb_wait_event b "split-brain-resolved peer=a victim=b "
+	# fio's writes fail from the demotion on
+	wait_for 10 eval '! kill -0 $(cat "$C/fio.pid") 2>/dev/null'
+	[ "$(cl_status b role)" = secondary ]
+	# nothing changes b now but the resync: this is the victim's image
+	cp "$C/b/disk" "$C/victim"
+	f=$(cl_status b peer.a.sb_savefile)
+	cl_wait a peer.b.resync source
+	run -0 resyncd sync -q -c "$C/a/ctl.sock" b
+	cl_wait b peer.a.state uptodate
+	[ "$(cl_sum b)" = "$SUM_a" ]
+	cp "$C/b/disk" "$C/restored"
+	run -0 splitbrain restore "$f" "$C/restored"
+	cmp "$C/restored" "$C/victim"
+}

@@ -175,3 +175,14 @@ diverge() {
 	    -c "$C/x.sock" -l "$C/y.sock" -m "$C/a/meta" -n a "$C/a/disk"
 	[ "$stderr" = "blkmirror: -A after-sb-1pri=discard-node-: discard-node- needs a node name" ]
 }
+
+@test "a handler that takes its time never holds blkmirror up" {
+	printf '#!/bin/sh\necho "$1" >>"%s"\nexec sleep 60\n' "$C/slow.log" >"$C/handler"
+	diverge
+	wait_for 5 eval '[ "$(wc -l <"$C/slow.log")" = 2 ]'
+	run -0 timeout 2 blkmirror ctl "$C/a/ctl.sock" status
+	run -0 timeout 2 qemu-io -f raw -c 'write -P 0xa2 2M 4k' "$(cl_uri a)"
+	run -0 splitbrain resolve -c "$C/b/ctl.sock" --discard b
+	sb_wait_event a "split-brain-resolved peer=b victim=b "
+	wait_for 5 eval '[ "$(wc -l <"$C/slow.log")" = 4 ]'
+}
