@@ -11,12 +11,15 @@
 
 sb_init() {
 	cl_init "${1:-16M}"
-	local l
-	for l in ab:b ac:c bc:c; do
-		eval "start_daemon wan${l%:*} wanproxy -c \"\$C/wan${l%:*}.ctl\" \
-		    127.0.0.1:0 127.0.0.1:\$PORT_${l#*:}"
-		eval "WPORT_${l%:*}=\$(head -n 1 \"\$C/wan${l%:*}.out\")"
-	done
+	start_daemon wanab wanproxy -c "$C/wanab.ctl" 127.0.0.1:0 \
+	    "127.0.0.1:$PORT_b"
+	start_daemon wanac wanproxy -c "$C/wanac.ctl" 127.0.0.1:0 \
+	    "127.0.0.1:$PORT_c"
+	start_daemon wanbc wanproxy -c "$C/wanbc.ctl" 127.0.0.1:0 \
+	    "127.0.0.1:$PORT_c"
+	WPORT_ab=$(head -n 1 "$C/wanab.out")
+	WPORT_ac=$(head -n 1 "$C/wanac.out")
+	WPORT_bc=$(head -n 1 "$C/wanbc.out")
 }
 
 sb_peers() {
