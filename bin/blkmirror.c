@@ -11,6 +11,7 @@
 #include <sys/queue.h>
 #include <sys/stat.h>
 #include <sys/uio.h>
+#include <sys/wait.h>
 
 #include <linux/falloc.h>
 #include <linux/fs.h>
@@ -42,6 +43,7 @@
 #include "meta.h"
 #include "nbd.h"
 #include "repl.h"
+#include "savefile.h"
 
 #define CHUNK_EXTENTS	16	/* AL extents one step of a request covers */
 #define IO_THREADS	8
@@ -222,12 +224,24 @@ static void	rs_command(struct ctlc *, char *);
 static void	rs_ctl_gone(struct ctlc *);
 static void	rs_status(struct evbuffer *, struct peer *);
 static void	rs_oos(struct evbuffer *, const char *);
+static void	sb_sent(struct peer *, const struct repl_hello *);
+static void	sb_hello(struct peer *, const struct gi_view *,
+		    const struct gi_decision *);
+static void	sb_ready(struct peer *);
+static int	sb_message(struct peer *, const void *, size_t);
+static void	sb_command(struct evbuffer *, const char *);
+static void	sb_status(struct evbuffer *, struct peer *);
+static void	sb_option(int, char *);
+static void	sb_init(void);
+static void	set_role(int);
 
 static void
 usage(void)
 {
 	fprintf(stderr,
-	    "usage: blkmirror [-pv] [-d fd] [-J journal] [-j threads] "
+	    "usage: blkmirror [-pv] [-A after-sb-Npri=policy] [-B savedir] "
+	    "[-d fd]\n"
+	    "                 [-e handler] [-J journal] [-j threads] "
 	    "[-k keyfile]\n"
 	    "                 [-L [host:]port] [-P name=host:port,mode] "
 	    "[-Q size]\n"
@@ -1265,6 +1279,7 @@ send_hello(struct peer *p)
 	h.history[1] = m->gi_history[1];
 	h.promoted_at = m->promoted_at;
 	h.oos_blocks = m->peer[p->slot].oos_blocks;
+	sb_sent(p, &h);
 	link_send(p->link, REPL_HELLO, b, repl_hello_enc(b, &h));
 }
 
@@ -1320,8 +1335,7 @@ on_hello(struct peer *p, const struct repl_hello *h)
 	    p->async ? "async" : "sync");
 	emit("verdict", "peer=%s verdict=%s state=%s why=\"%s\"", p->name,
 	    gi_verdict_name(d.verdict), pstate_names[p->st], d.why);
-	if (p->st == PS_SPLIT)
-		emit("split-brain", "peer=%s", p->name);
+	sb_hello(p, &peer, &d);
 	rs_hello(p, &d);
 	quorum_check();
 	peer_flags_changed();
@@ -1875,7 +1889,9 @@ unfl_drop(struct peer *p, size_t n)
 
 	for (i = 0; i < n; i++)
 		p->unfl_bytes -= p->unfl[i].len;
-	memmove(p->unfl, p->unfl + n, (p->nunfl - n) * sizeof(*p->unfl));
+	if (n > 0 && n < p->nunfl)	/* p->unfl may be NULL */
+		memmove(p->unfl, p->unfl + n, (p->nunfl - n) *
+		    sizeof(*p->unfl));
 	p->nunfl -= n;
 }
 
@@ -1920,8 +1936,12 @@ rs_hello(struct peer *p, const struct gi_decision *d)
 		return;
 	if (p->st == PS_NEEDS_RESYNC && d->full)
 		mark_oos(p, 0, m->size);
-	if (d->al_self && !p->al_done) {
-		/* What we wrote just before our crash may not be there. */
+	/*
+	 * What we wrote just before our crash may not be there, nor in the
+	 * bitmap (it reaches the disk lazily): as source, target or in a
+	 * split brain, a node that crashed as primary adds its activity log.
+	 */
+	if ((d->al_self || crashed) && !p->al_done) {
 		for (i = 0; i < m->al_unclean; i++) {
 			off = (uint64_t)m->al_crashed[i] * META_AL_EXTENT;
 			if (off < m->size)
@@ -1949,8 +1969,10 @@ rs_ready(struct peer *p)
 		bm_gen++;
 	}
 	meta_commit();
-	if (p->st == PS_SPLIT)
+	if (p->st == PS_SPLIT) {
+		sb_ready(p);
 		return;
+	}
 	log_info("peer %s: resync %s, %" PRIu64 " bytes out of sync%s",
 	    p->name, p->st == PS_NEEDS_RESYNC ? "source" : "target",
 	    mp->oos_blocks * META_BLOCK, p->rs_full ? " (full)" : "");
@@ -2607,6 +2629,10 @@ on_message(struct link *l, unsigned type, const void *buf, size_t len)
 		rjob_submit(p, RJ_REPL, f.seq, NBD_CMD_FLUSH, 0, 0, 0, NULL,
 		    0);
 		return;
+	case REPL_SB:
+		if (sb_message(p, buf, len) == -1)
+			goto bad;
+		return;
 	default:
 		if (rs_message(p, type, buf, len) == -1)
 			goto bad;
@@ -2662,6 +2688,645 @@ peer_accept(struct evconnlistener *lev, evutil_socket_t fd,
 		log_warn("peer link");
 		close(fd);
 	}
+}
+
+/*
+ * --- split brain -----------------------------------------------------
+ *
+ * Two nodes whose generation identifiers say that both moved on from a
+ * common ancestor (quorum off, a forced promotion) meet in peer state
+ * split-brain.  Their bitmap exchange (see "resync") leaves both holding
+ * the union of the blocks either changed: what a resync would overwrite
+ * on the victim.  Then each node applies the policy for the number of
+ * primaries (-A after-sb-Npri=POLICY, gi_policy_victim()) to the two
+ * views as the HELLOs carried them, in node name order, so that both
+ * reach the same decision without a word; "disconnect", or a policy that
+ * decides nothing, leaves the pair in split-brain for a person ("discard
+ * NODE" on either node's control socket; for the peer, an SB DISCARD
+ * message makes it the victim).
+ *
+ * The victim first stops being primary (its clients' writes fail from
+ * then on) and waits for the writes in flight; then an I/O thread copies
+ * every block of its bitmap for the survivor into a save file (savefile.h)
+ * and syncs it.  Only then does the victim take the survivor's bitmap
+ * identifier as its current one (so that the next HELLO, after any crash,
+ * says "target"), marks its data inconsistent, and once that is on disk
+ * becomes the survivor's sync target: it sends SB SAVED and its bitmap
+ * again (blocks it wrote after the exchange), and the survivor, which
+ * stays in split-brain until then, becomes the sync source that resyncd
+ * drives.  If the save fails, nothing changes: the pair stays in
+ * split-brain.  -e runs a program on each split-brain event.
+ */
+enum { SB_NONE, SB_WAIT, SB_DRAIN, SB_SAVING, SB_COMMIT, SB_SURVIVOR };
+static const char *sb_states[] = { "none", "waiting", "draining",
+	"saving", "committing", "survivor" };
+
+#define SB_DISCARD	1	/* REPL_SB codes */
+#define SB_SAVED	2
+#define SB_PATH_MAX	1024
+#define SB_RANGE_MAX	REPL_CHUNK	/* bytes per save record */
+
+struct sbslot {
+	struct ioq_job	 job;
+	struct peer	*p;
+	struct gi_view	 mine, theirs;	/* as the HELLOs said */
+	int		 state, np;
+	uint64_t	 pgen, need, gen;
+	unsigned char	*bm;		/* the bitmap being saved */
+	char		 victim[GI_NAME_MAX];
+	char		 policy[GI_NAME_MAX + 16];
+	char		 reason[128];
+	char		 savefile[SB_PATH_MAX];
+	char		 err[SB_PATH_MAX + 256];
+};
+
+static struct sbslot		 sbs[META_PEERS];
+static struct gi_policy_spec	 sbpol[3];	/* zero: disconnect */
+static const char		*sbdir, *sbhandler;
+static struct event		*sbtimer;
+
+static void	sb_tick(evutil_socket_t, short, void *);
+
+/* -A after-sb-Npri=policy, -B savedir, -e handler */
+static void
+sb_option(int ch, char *arg)
+{
+	const char	*e;
+	int		 n;
+
+	switch (ch) {
+	case 'B':
+		sbdir = arg;
+		return;
+	case 'e':
+		sbhandler = arg;
+		return;
+	}
+	if (strncmp(arg, "after-sb-", 9) != 0 || (n = arg[9]) < '0' ||
+	    n > '2' || strncmp(arg + 10, "pri=", 4) != 0)
+		errx(EXIT_USAGE, "-A %s: want after-sb-0pri=, after-sb-1pri= "
+		    "or after-sb-2pri=", arg);
+	if ((e = gi_policy_parse(arg + 14, &sbpol[n - '0'])) != NULL)
+		errx(EXIT_USAGE, "-A %s: %s", arg, e);
+}
+
+static void
+sb_reap(evutil_socket_t fd, short what, void *arg)
+{
+	pid_t	pid;
+	int	st;
+
+	(void)fd;
+	(void)what;
+	(void)arg;
+	while ((pid = waitpid(-1, &st, WNOHANG)) > 0) {
+		if (WIFEXITED(st) && WEXITSTATUS(st) == 0)
+			log_debug("handler %ld: done", (long)pid);
+		else if (WIFEXITED(st))
+			log_warnx("handler %s: exit status %d", sbhandler,
+			    WEXITSTATUS(st));
+		else if (WIFSIGNALED(st))
+			log_warnx("handler %s: signal %d", sbhandler,
+			    WTERMSIG(st));
+	}
+}
+
+static void
+sb_init(void)
+{
+	struct event	*ev;
+	char		*d;
+
+	if (sbdir == NULL) {
+		/* next to the metadata */
+		if ((d = strdup(metapath)) == NULL)
+			fatal("strdup");
+		if (strrchr(d, '/') != NULL)
+			*strrchr(d, '/') = '\0';
+		else
+			strcpy(d, ".");
+		sbdir = d;
+	}
+	if ((sbtimer = evtimer_new(base, sb_tick, NULL)) == NULL)
+		fatalx("evtimer_new");
+	if (sbhandler != NULL) {
+		if ((ev = evsignal_new(base, SIGCHLD, sb_reap, NULL)) == NULL ||
+		    event_add(ev, NULL) == -1)
+			fatalx("SIGCHLD");
+	}
+}
+
+/*
+ * sb_run: run the handler for event, never waiting for it: "handler
+ * EVENT PEER" with the details in HATRIO_* variables.  Everything the
+ * child needs is made before fork (the I/O threads may hold locks).
+ */
+static void
+sb_run(const char *event, struct peer *p)
+{
+	extern char	**environ;
+	struct sbslot	*s = &sbs[p->slot];
+	char		*env[16], **envp, *argv[4];
+	size_t		 n = 0, ne, i;
+	pid_t		 pid;
+
+	if (sbhandler == NULL)
+		return;
+	if (asprintf(&env[n++], "HATRIO_EVENT=%s", event) == -1 ||
+	    asprintf(&env[n++], "HATRIO_NODE=%s", m->node) == -1 ||
+	    asprintf(&env[n++], "HATRIO_PEER=%s", p->name) == -1 ||
+	    asprintf(&env[n++], "HATRIO_VICTIM=%s", s->victim) == -1 ||
+	    asprintf(&env[n++], "HATRIO_POLICY=%s", s->policy) == -1 ||
+	    asprintf(&env[n++], "HATRIO_PRIMARIES=%d", s->np) == -1 ||
+	    asprintf(&env[n++], "HATRIO_REASON=%s", s->err[0] ? s->err :
+	    s->reason) == -1 ||
+	    asprintf(&env[n++], "HATRIO_SAVEFILE=%s", s->savefile) == -1)
+		fatal("asprintf");
+	for (ne = 0; environ[ne] != NULL; ne++)
+		;
+	if ((envp = calloc(ne + n + 1, sizeof(*envp))) == NULL)
+		fatal("calloc");
+	for (i = 0; i < ne; i++)
+		envp[i] = environ[i];
+	for (i = 0; i < n; i++)
+		envp[ne + i] = env[i];
+	argv[0] = (char *)sbhandler;
+	argv[1] = (char *)event;
+	argv[2] = p->name;
+	argv[3] = NULL;
+	if ((pid = fork()) == -1)
+		log_warn("handler %s", sbhandler);
+	else if (pid == 0) {
+		int	fd = open("/dev/null", O_RDONLY);
+
+		if (fd != -1)
+			dup2(fd, 0);
+		dup2(2, 1);
+		closefrom(3);
+		execve(sbhandler, argv, envp);
+		_exit(127);
+	} else
+		log_debug("handler %s %s %s: pid %ld", sbhandler, event,
+		    p->name, (long)pid);
+	for (i = 0; i < n; i++)
+		free(env[i]);
+	free(envp);
+}
+
+/* What we told p in HELLO: one half of the policy's input. */
+static void
+sb_sent(struct peer *p, const struct repl_hello *h)
+{
+	struct gi_view	*v = &sbs[p->slot].mine;
+
+	memset(v, 0, sizeof(*v));
+	snprintf(v->name, sizeof(v->name), "%s", m->node);
+	v->current = h->current;
+	v->bitmap = h->bitmap;
+	memcpy(v->history, h->history, sizeof(v->history));
+	v->crashed_primary = (h->flags & REPL_F_CRASHED) != 0;
+	v->primary = (h->flags & REPL_F_PRIMARY) != 0;
+	v->promoted_at = h->promoted_at;
+	v->changes = h->oos_blocks;
+}
+
+static int
+sb_busy(const struct sbslot *s)
+{
+	return s->state == SB_DRAIN || s->state == SB_SAVING ||
+	    s->state == SB_COMMIT;
+}
+
+/* After HELLO: the other half; announce a split brain. */
+static void
+sb_hello(struct peer *p, const struct gi_view *peer,
+    const struct gi_decision *d)
+{
+	struct sbslot	*s = &sbs[p->slot];
+
+	s->p = p;
+	s->theirs = *peer;
+	if (sb_busy(s))
+		return;		/* a save under way ends first */
+	s->state = SB_NONE;
+	if (d->verdict != GI_SPLIT_BRAIN)
+		return;
+	s->state = SB_WAIT;
+	s->np = 0;
+	s->victim[0] = s->policy[0] = s->savefile[0] = s->err[0] = '\0';
+	snprintf(s->reason, sizeof(s->reason), "%s", d->why);
+	log_warnx("peer %s: split brain: %s", p->name, d->why);
+	emit("split-brain", "peer=%s full=%d why=\"%s\"", p->name, d->full,
+	    d->why);
+}
+
+/*
+ * Writes a quorum held back (never written) or suspended (written here,
+ * never acknowledged) end with an error: this node's writes are being
+ * discarded (the suspended ones are in the save file).
+ */
+static void
+sb_fail_waiting(void)
+{
+	struct nbd_req	*r;
+
+	while ((r = TAILQ_FIRST(&held)) != NULL) {
+		TAILQ_REMOVE(&held, r, entry);
+		nheld--;
+		nbd_req_done(r, EIO);
+	}
+	while ((r = TAILQ_FIRST(&susp)) != NULL) {
+		TAILQ_REMOVE(&susp, r, entry);
+		nsusp--;
+		r->lerr = EIO;
+		req_maybe_done(r);
+	}
+	nbd_server_flush(srv);
+}
+
+/* Stop being primary, wait for writes in flight, then save. */
+static void
+sb_discard_self(struct peer *p)
+{
+	struct sbslot	*s = &sbs[p->slot];
+	struct timeval	 tv = { 0, 0 };
+
+	snprintf(s->victim, sizeof(s->victim), "%s", m->node);
+	s->pgen = p->gen;
+	s->err[0] = '\0';
+	s->state = SB_DRAIN;
+	if (primary) {
+		log_warnx("split brain with %s: this node is the victim; "
+		    "demoted, its writes since are refused", p->name);
+		forced = 0;
+		set_role(0);
+	}
+	sb_fail_waiting();
+	evtimer_add(sbtimer, &tv);
+}
+
+/* Both bitmaps are in: apply the policy. */
+static void
+sb_ready(struct peer *p)
+{
+	struct sbslot		*s = &sbs[p->slot];
+	const struct gi_view	*a, *b;
+	const char		*why;
+	int			 v;
+
+	if (s->state != SB_WAIT)
+		return;
+	if (p->rs_full) {
+		/* no usable bitmap: every block may differ */
+		mark_oos(p, 0, m->size);
+		meta_commit();
+	}
+	if (strcmp(s->mine.name, s->theirs.name) < 0) {
+		a = &s->mine;
+		b = &s->theirs;
+	} else {
+		a = &s->theirs;
+		b = &s->mine;
+	}
+	s->np = s->mine.primary + s->theirs.primary;
+	gi_policy_name(&sbpol[s->np], s->policy, sizeof(s->policy));
+	v = gi_policy_victim(&sbpol[s->np], a, b, &why);
+	snprintf(s->reason, sizeof(s->reason), "%s", why);
+	if (v >= 0)
+		snprintf(s->victim, sizeof(s->victim), "%s", v == 0 ? a->name :
+		    b->name);
+	log_warnx("peer %s: split brain, %d primaries, policy %s: %s%s%s",
+	    p->name, s->np, s->policy, v < 0 ? "no victim" : "victim ",
+	    v < 0 ? "" : s->victim, v < 0 ? "; waiting for a person" : "");
+	emit("split-brain-policy", "peer=%s primaries=%d policy=%s "
+	    "victim=%s reason=\"%s\"", p->name, s->np, s->policy,
+	    v < 0 ? "none" : s->victim, why);
+	sb_run("split-brain", p);
+	if (v < 0)
+		return;
+	if (strcmp(s->victim, m->node) == 0)
+		sb_discard_self(p);
+	else
+		s->state = SB_SURVIVOR;
+}
+
+/* In an I/O thread: copy the bitmap's blocks into the save file. */
+static void
+sb_work(struct ioq_job *j)
+{
+	struct sbslot		*s = (struct sbslot *)(void *)j;
+	struct save_header	 h;
+	struct save_writer	 w;
+	unsigned char		*buf;
+	uint64_t		 bl, start, max = SB_RANGE_MAX / META_BLOCK;
+	uint64_t		 off, len;
+	ssize_t			 n;
+
+	memset(&h, 0, sizeof(h));
+	h.block_size = META_BLOCK;
+	h.device_size = m->size;
+	h.created = wall_usec();
+	h.generation = s->gen;
+	snprintf(h.node, sizeof(h.node), "%.24s", m->node);
+	if ((buf = malloc(SB_RANGE_MAX)) == NULL) {
+		j->err = errno;
+		return;
+	}
+	if (save_create(&w, s->savefile, &h) == -1) {
+		snprintf(s->err, sizeof(s->err), "%s: %s", s->savefile,
+		    strerror(errno));
+		j->err = errno;
+		free(buf);
+		return;
+	}
+	for (bl = 0; bl < m->nbits; ) {
+		if (!(s->bm[bl / 8] & (1 << (bl % 8)))) {
+			bl++;
+			continue;
+		}
+		for (start = bl; bl < m->nbits && bl - start < max &&
+		    (s->bm[bl / 8] & (1 << (bl % 8))); bl++)
+			;
+		off = start * META_BLOCK;
+		len = (bl - start) * META_BLOCK;
+		if (off + len > m->size)
+			len = m->size - off;
+		if ((n = pread(devfd, buf, len, off)) != (ssize_t)len) {
+			snprintf(s->err, sizeof(s->err), "%s: reading %"
+			    PRIu64 "+%" PRIu64 ": %s", devpath, off, len,
+			    n == -1 ? strerror(errno) : "short read");
+			j->err = n == -1 ? errno : EIO;
+			save_abort(&w);
+			free(buf);
+			return;
+		}
+		if (save_add(&w, off, buf, len) == -1) {
+			snprintf(s->err, sizeof(s->err), "%s: %s",
+			    s->savefile, strerror(errno));
+			j->err = errno;
+			save_abort(&w);
+			free(buf);
+			return;
+		}
+	}
+	if (save_commit(&w) == -1) {
+		snprintf(s->err, sizeof(s->err), "%s: %s", s->savefile,
+		    strerror(errno));
+		j->err = errno;
+	}
+	free(buf);
+}
+
+/* The save file is complete (or not): give up the data, or stay. */
+static void
+sb_saved(struct ioq_job *j)
+{
+	struct sbslot	*s = (struct sbslot *)(void *)j;
+	struct peer	*p = s->p;
+	uint64_t	 h[GI_HISTORY] = { m->gi_history[0], m->gi_history[1] };
+	struct timeval	 tv = { 0, 0 };
+
+	disk_inflight--;
+	free(s->bm);
+	s->bm = NULL;
+	if (j->err != 0) {
+		if (s->err[0] == '\0')
+			snprintf(s->err, sizeof(s->err), "%s",
+			    strerror(j->err));
+		log_warnx("split brain with %s: saving failed, nothing "
+		    "overwritten: %s", p->name, s->err);
+		emit("split-brain-error", "peer=%s reason=\"saving: %s\"",
+		    p->name, s->err);
+		sb_run("split-brain-error", p);
+		s->state = SB_WAIT;
+		s->victim[0] = '\0';
+		return;
+	}
+	log_info("split brain with %s: this node's blocks saved in %s",
+	    p->name, s->savefile);
+	/* from now on the survivor's target, even after a crash */
+	gi_push_history(h, m->gi_current);
+	m->flags &= ~(META_F_CONSISTENT | META_F_UPTODATE);
+	set_gi(s->theirs.bitmap, h);
+	s->need = gi_need;
+	s->state = SB_COMMIT;
+	evtimer_add(sbtimer, &tv);
+}
+
+static void
+sb_save_start(struct sbslot *s)
+{
+	struct meta_peer *mp = &m->peer[s->p->slot];
+
+	if ((s->bm = malloc(m->bm_bytes ? m->bm_bytes : 1)) == NULL)
+		fatal("malloc");
+	memcpy(s->bm, mp->bm, m->bm_bytes);
+	s->gen = m->gi_current;
+	snprintf(s->savefile, sizeof(s->savefile), "%s/%s-splitbrain-%016"
+	    PRIx64 "-%" PRIu64 ".save", sbdir, m->node, m->gi_current,
+	    wall_usec() / 1000000);
+	log_info("split brain with %s: saving %" PRIu64 " bytes in %s",
+	    s->p->name, mp->oos_blocks * META_BLOCK, s->savefile);
+	s->state = SB_SAVING;
+	memset(&s->job, 0, sizeof(s->job));
+	s->job.work = sb_work;
+	s->job.done = sb_saved;
+	s->job.slow = 1;
+	disk_inflight++;
+	ioq_submit(ioq, &s->job);
+}
+
+static void
+sb_send(struct peer *p, int code, const char *path)
+{
+	unsigned char	*b = link_msg_buf(p->link);
+	size_t		 n = strlen(path);
+
+	put_be32(b, code);
+	memcpy(b + 4, path, n);
+	link_send_buf(p->link, REPL_SB, 4 + n);
+}
+
+/* The victim's new identifiers are on disk: become the target. */
+static void
+sb_committed(struct sbslot *s)
+{
+	struct peer	*p = s->p;
+
+	s->state = SB_NONE;
+	log_info("split brain with %s resolved: this node is its sync "
+	    "target", p->name);
+	emit("split-brain-resolved", "peer=%s victim=%s savefile=%s",
+	    p->name, m->node, s->savefile);
+	sb_run("split-brain-resolved", p);
+	if (p->gen != s->pgen || p->link == NULL || !p->hello) {
+		/* the link went down meanwhile: the next HELLO says target */
+		if (p->link != NULL)
+			link_close(p->link, "split brain resolved: again");
+		return;
+	}
+	sb_send(p, SB_SAVED, s->savefile);
+	p->st = PS_SYNC_TARGET;
+	rs_send_bitmap(p);
+	rs_ready(p);
+	quorum_check();
+	peer_flags_changed();
+}
+
+static void
+sb_tick(evutil_socket_t fd, short what, void *arg)
+{
+	struct timeval	 tv = { 0, 10000 };
+	struct sbslot	*s;
+	int		 i, again = 0;
+
+	(void)fd;
+	(void)what;
+	(void)arg;
+	for (i = 0; i < META_PEERS; i++) {
+		s = &sbs[i];
+		if (s->state == SB_DRAIN) {
+			if (TAILQ_EMPTY(&wlist) && nheld == 0 && nsusp == 0)
+				sb_save_start(s);
+			else
+				again = 1;
+		} else if (s->state == SB_COMMIT) {
+			if (bm_gen_disk >= s->need)
+				sb_committed(s);
+			else
+				again = 1;
+		}
+	}
+	if (again)
+		evtimer_add(sbtimer, &tv);
+}
+
+/* SB from p: a person's DISCARD, or the victim's SAVED. */
+static int
+sb_message(struct peer *p, const void *buf, size_t len)
+{
+	struct sbslot	*s = &sbs[p->slot];
+	const unsigned char *b = buf;
+	uint32_t	 code;
+
+	if (len < 4 || len - 4 >= SB_PATH_MAX || p->st != PS_SPLIT ||
+	    !p->bm_got || !p->bm_sent)
+		return -1;
+	code = get_be32(b);
+	switch (code) {
+	case SB_DISCARD:
+		if (s->state == SB_SURVIVOR) {
+			log_warnx("split brain with %s: it chose this node's "
+			    "data to keep too; waiting for a person",
+			    p->name);
+			return -1;
+		}
+		if (s->state != SB_WAIT)
+			return 0;	/* already the victim */
+		snprintf(s->reason, sizeof(s->reason), "a person on %s chose "
+		    "this node", p->name);
+		snprintf(s->policy, sizeof(s->policy), "person");
+		log_warnx("split brain with %s: %s as the victim", p->name,
+		    s->reason);
+		sb_discard_self(p);
+		return 0;
+	case SB_SAVED:
+		if (s->state != SB_WAIT && s->state != SB_SURVIVOR)
+			return -1;
+		s->state = SB_NONE;
+		snprintf(s->victim, sizeof(s->victim), "%s", p->name);
+		memcpy(s->savefile, b + 4, len - 4);
+		s->savefile[len - 4] = '\0';
+		s->savefile[strcspn(s->savefile, " \n")] = '\0';
+		log_info("split brain with %s resolved: it saved its blocks "
+		    "in %s and is our sync target", p->name, s->savefile);
+		emit("split-brain-resolved", "peer=%s victim=%s savefile=%s",
+		    p->name, p->name, s->savefile);
+		sb_run("split-brain-resolved", p);
+		/* its bitmap comes again, with what it wrote since */
+		p->st = PS_NEEDS_RESYNC;
+		p->bm_got = 0;
+		quorum_check();
+		peer_flags_changed();
+		return 0;
+	}
+	return -1;
+}
+
+/* "discard NODE": a person's decision. */
+static void
+sb_command(struct evbuffer *out, const char *name)
+{
+	struct peer	*p, *q;
+	struct sbslot	*s;
+	int		 n = 0;
+
+	if (strcmp(name, m->node) == 0) {
+		p = NULL;
+		TAILQ_FOREACH(q, &peers, entry)
+			if (q->link != NULL && q->hello && q->st == PS_SPLIT) {
+				p = q;
+				n++;
+			}
+		if (n != 1) {
+			evbuffer_add_printf(out, "error: discard %s: %s\n",
+			    name, n == 0 ? "not in split brain with a "
+			    "connected peer" : "in split brain with several "
+			    "peers: discard them instead");
+			return;
+		}
+	} else if ((p = peer_find(name)) == NULL) {
+		evbuffer_add_printf(out, "error: discard %.64s: no such node\n",
+		    name);
+		return;
+	} else if (p->link == NULL || !p->hello || p->st != PS_SPLIT) {
+		evbuffer_add_printf(out, "error: discard %s: not in split "
+		    "brain with it (peer state %s)\n", name,
+		    pstate_names[p->st]);
+		return;
+	}
+	s = &sbs[p->slot];
+	if (!p->bm_got || !p->bm_sent) {
+		evbuffer_add_printf(out, "error: discard %s: bitmaps not yet "
+		    "exchanged\n", name);
+		return;
+	}
+	/* again, after the victim's save failed */
+	if (s->state == SB_SURVIVOR && p == peer_find(name) &&
+	    strcmp(s->victim, name) == 0)
+		s->state = SB_WAIT;
+	if (s->state != SB_WAIT) {
+		evbuffer_add_printf(out, "error: discard %s: split brain with "
+		    "%s already being resolved (%s%s%s)\n", name, p->name,
+		    sb_states[s->state], s->victim[0] ? ", victim " : "",
+		    s->victim);
+		return;
+	}
+	snprintf(s->policy, sizeof(s->policy), "person");
+	snprintf(s->reason, sizeof(s->reason), "a person on %s chose it",
+	    m->node);
+	snprintf(s->victim, sizeof(s->victim), "%s", name);
+	log_warnx("split brain with %s: a person chose %s as the victim",
+	    p->name, name);
+	if (p == peer_find(name)) {
+		sb_send(p, SB_DISCARD, "");
+		s->state = SB_SURVIVOR;
+	} else
+		sb_discard_self(p);
+	evbuffer_add_printf(out, "ok victim=%s survivor=%s\n", name,
+	    p == peer_find(name) ? m->node : p->name);
+}
+
+static void
+sb_status(struct evbuffer *o, struct peer *p)
+{
+	struct sbslot	*s = &sbs[p->slot];
+
+	evbuffer_add_printf(o, "peer.%s.split_brain=%s\npeer.%s.sb_victim=%s"
+	    "\npeer.%s.sb_policy=%s\npeer.%s.sb_reason=%s\npeer.%s."
+	    "sb_savefile=%s\n", p->name, sb_states[s->state], p->name,
+	    s->victim, p->name, s->policy, p->name, s->err[0] ? s->err :
+	    s->reason, p->name, s->savefile);
 }
 
 /* --- roles, status, control socket --------------------------------- */
@@ -2743,6 +3408,7 @@ status(struct evbuffer *o)
 			    pr->name, pd != NULL ? now - pd->t : 0, pr->name,
 			    pr->overflows);
 		rs_status(o, pr);
+		sb_status(o, pr);
 		evbuffer_add_printf(o, "peer.%s.last_error=%s\n", pr->name,
 		    pr->last_error);
 	}
@@ -2833,6 +3499,8 @@ ctl_read(struct bufferevent *bev, void *arg)
 		} else if (strncmp(line, "sync ", 5) == 0 ||
 		    strncmp(line, "verify ", 7) == 0) {
 			rs_command(c, line);
+		} else if (strncmp(line, "discard ", 8) == 0) {
+			sb_command(out, line + 8);
 		} else if (strcmp(line, "secondary") == 0) {
 			forced = 0;
 			set_role(0);
@@ -3232,9 +3900,14 @@ main(int argc, char *argv[])
 			usage();
 		return ctl_client(argv[2], argv[3]);
 	}
-	while ((ch = getopt(argc, argv, "c:d:J:j:k:L:l:m:n:P:pQ:q:t:v")) !=
-	    -1) {
+	while ((ch = getopt(argc, argv,
+	    "A:B:c:d:e:J:j:k:L:l:m:n:P:pQ:q:t:v")) != -1) {
 		switch (ch) {
+		case 'A':
+		case 'B':
+		case 'e':
+			sb_option(ch, optarg);
+			break;
 		case 'c':
 			ctlpath = optarg;
 			break;
@@ -3380,6 +4053,7 @@ main(int argc, char *argv[])
 	event_add(ev, NULL);
 	ev = evsignal_new(base, SIGINT, on_signal, NULL);
 	event_add(ev, NULL);
+	sb_init();
 
 	log_info("%s: %" PRIu64 " bytes, node %s, %s, serving %s%s%s",
 	    devpath, m->size, m->node, primary ? "primary" : "secondary",

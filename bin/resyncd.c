@@ -1043,13 +1043,17 @@ static int
 verify_peer(struct rsjob *j)
 {
 	struct kv	kv[K_N];
-	uint64_t	size, off, len;
+	uint64_t	size, off, len, differ;
+	int		rv;
 
 	job_start(j);
 	status(j, kv);
 	size = strtoull(kv[K_SIZE].val, NULL, 10);
-	if (strcmp(kv[K_CONN].val, "1") != 0)
-		errx(EXIT_NO, "verify %s: not connected", j->peer);
+	if (strcmp(kv[K_CONN].val, "1") != 0) {
+		warnx("verify %s: not connected", j->peer);
+		job_end(j);
+		return EXIT_NO;
+	}
 	j->remaining = size;
 	for (off = 0; off < size; off += len) {
 		len = size - off < (1 << 20) ? size - off : (1 << 20);
@@ -1064,9 +1068,11 @@ verify_peer(struct rsjob *j)
 	j->remaining = 0;
 	progress(j, 1);
 	job_end(j);
-	if (j->errors > 0)
-		errx(EXIT_SYS, "verify %s: %" PRIu64 " requests failed",
-		    j->peer, j->errors);
+	if (j->errors > 0) {
+		warnx("verify %s: %" PRIu64 " requests failed", j->peer,
+		    j->errors);
+		return EXIT_SYS;
+	}
 	printf("verify peer=%s checked_bytes=%" PRIu64 " differ_blocks=%"
 	    PRIu64 "\n", j->peer, size, j->differ);
 	fflush(stdout);
@@ -1075,7 +1081,10 @@ verify_peer(struct rsjob *j)
 	if (!j->fix)
 		return EXIT_NO;
 	j->kind = 0;
-	return resync_peer(j, 0) == 0 ? EXIT_OK : EXIT_SYS;
+	differ = j->differ;
+	rv = resync_peer(j, 0) == 0 ? EXIT_OK : EXIT_SYS;
+	j->differ = differ;
+	return rv;
 }
 
 static void
@@ -1164,9 +1173,10 @@ cmd_daemon(int argc, char *argv[])
 	struct rsjob	 j, t;
 	struct ctlconn	 ev, q;
 	struct sigaction sa;
-	char		 line[512], *eq, peers[16][64];
+	char		 line[512], *eq, peers[16][64], async[16][64];
 	const char	*e;
-	int		 ch, rfd = -1, verbose = 0, np, i;
+	int		 ch, rfd = -1, verbose = 0, np, nv, i, rv;
+	int		 role = 0, was_primary = -1;
 
 	memset(&j, 0, sizeof(j));
 	j.window = RS_WINDOW;
@@ -1196,15 +1206,28 @@ cmd_daemon(int argc, char *argv[])
 	ready_notify(rfd);
 	log_info("watching %s", j.ctl);
 	for (;;) {
-		/* Which peers are we the sync source of? */
+		/*
+		 * Which peers are we the sync source of?  And did we just
+		 * become primary?  Then the DR peers that the old primary
+		 * fed may lack its last epochs, or hold writes we never had:
+		 * compare them with us and repair.
+		 */
 		cc_open(&q, j.ctl);
 		cc_send(&q, "status");
-		np = 0;
+		np = nv = 0;
 		for (;;) {
 			cc_line(&q, line, sizeof(line), -1);
 			if (strcmp(line, "ok") == 0 ||
 			    strncmp(line, "error: ", 7) == 0)
 				break;
+			if (strncmp(line, "role=", 5) == 0) {
+				role = strcmp(line + 5, "primary") == 0;
+				continue;
+			}
+			if (strncmp(line, "peer.", 5) == 0 && nv < 16 &&
+			    (eq = strstr(line, ".mode=async")) != NULL)
+				snprintf(async[nv++], sizeof(async[0]), "%.*s",
+				    (int)(eq - line - 5), line + 5);
 			if (strncmp(line, "peer.", 5) != 0 ||
 			    (eq = strstr(line, ".resync=source")) == NULL ||
 			    np == 16)
@@ -1213,6 +1236,22 @@ cmd_daemon(int argc, char *argv[])
 			    (int)(eq - line - 5), line + 5);
 		}
 		cc_close(&q);
+		if (role && was_primary == 0)
+			for (i = 0; i < nv; i++) {
+				t = j;
+				t.peer = async[i];
+				t.kind = 2;
+				t.fix = 1;
+				t.quiet = 1;
+				log_info("peer %s: promoted: comparing it with "
+				    "us", t.peer);
+				rv = verify_peer(&t);
+				log_info("peer %s: verified after promotion: %"
+				    PRIu64 " blocks differed%s", t.peer,
+				    t.differ, rv == EXIT_OK ? ", now in sync" :
+				    "; not repaired");
+			}
+		was_primary = role;
 		for (i = 0; i < np; i++) {
 			t = j;
 			t.peer = peers[i];

@@ -12,6 +12,7 @@
 #include <err.h>
 #include <errno.h>
 #include <fcntl.h>
+#include <getopt.h>
 #include <inttypes.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -20,6 +21,7 @@
 
 #include <sodium.h>
 
+#include "ctl.h"
 #include "gi.h"
 #include "hatrio.h"
 #include "savefile.h"
@@ -53,6 +55,7 @@ static uint64_t	 dev_size(int, const char *);
 static int	 cmd_save(int, char **);
 static int	 cmd_restore(int, char **);
 static int	 cmd_show(int, char **);
+static int	 cmd_resolve(int, char **);
 static int	 restore_cb(uint64_t, const void *, uint32_t, void *);
 static int	 show_cb(uint64_t, const void *, uint32_t, void *);
 
@@ -66,7 +69,8 @@ usage(void)
 	    "       splitbrain save [-g generation] [-n node] -o savefile "
 	    "device\n"
 	    "       splitbrain restore savefile device\n"
-	    "       splitbrain show savefile\n");
+	    "       splitbrain show savefile\n"
+	    "       splitbrain resolve -c ctlsock --discard node\n");
 	exit(EXIT_USAGE);
 }
 
@@ -529,6 +533,44 @@ cmd_show(int argc, char *argv[])
 	return EXIT_OK;
 }
 
+/*
+ * resolve: a person's decision after a split brain, to the local
+ * blkmirror: node's diverging writes are saved, then discarded.  The
+ * answer ("victim=V survivor=S") comes when blkmirror took the decision;
+ * its events say when the save file is complete.
+ */
+static int
+cmd_resolve(int argc, char *argv[])
+{
+	static const struct option longopts[] = {
+		{ "discard", required_argument, NULL, 'D' },
+		{ NULL, 0, NULL, 0 },
+	};
+	const char	*ctl = NULL, *victim = NULL;
+	char		 cmd[CTL_LINE_MAX];
+	int		 ch;
+
+	while ((ch = getopt_long(argc, argv, "c:D:", longopts, NULL)) != -1) {
+		switch (ch) {
+		case 'c':
+			ctl = optarg;
+			break;
+		case 'D':
+			victim = optarg;
+			break;
+		default:
+			usage();
+		}
+	}
+	if (argc != optind || ctl == NULL || victim == NULL)
+		usage();
+	if (*victim == '\0' || strlen(victim) >= GI_NAME_MAX ||
+	    strpbrk(victim, " \t\n") != NULL)
+		errx(EXIT_USAGE, "--discard %s: not a node name", victim);
+	snprintf(cmd, sizeof(cmd), "discard %s", victim);
+	return ctl_client(ctl, cmd);
+}
+
 int
 main(int argc, char *argv[])
 {
@@ -548,6 +590,8 @@ main(int argc, char *argv[])
 		rc = cmd_restore(argc - 1, argv + 1);
 	else if (strcmp(argv[1], "show") == 0)
 		rc = cmd_show(argc - 1, argv + 1);
+	else if (strcmp(argv[1], "resolve") == 0)
+		rc = cmd_resolve(argc - 1, argv + 1);
 	else if (argc == 3 && argv[1][0] != '-')
 		rc = cmd_verdict(argc, argv);
 	else

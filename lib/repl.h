@@ -22,6 +22,11 @@
  *	RS_FLUSH id: make every acknowledged resync write durable
  *	RS_ACK	as ACK, for RS_DATA and RS_FLUSH
  *	RS_DONE	as GI: the source's identifiers; the target is in sync
+ *
+ * Split brain, between two nodes whose data diverged (blkmirror.c):
+ *	SB	code (DISCARD: a person chose the receiver as the victim;
+ *		SAVED: the sender, the victim, saved its blocks and is the
+ *		receiver's sync target now), then the save file's path
  */
 #ifndef REPL_H
 #define REPL_H
@@ -47,6 +52,7 @@ enum repl_type {
 	REPL_RS_FLUSH,
 	REPL_RS_ACK,
 	REPL_RS_DONE,
+	REPL_SB = 32,
 };
 
 /* HELLO and STATE flags */

@@ -15,8 +15,6 @@ teardown() {
 	stop_all_daemons
 }
 
-wan() { echo "$*" | socat -t 2 - UNIX-CONNECT:"$C/wan.ctl"; }
-
 @test "the link a-b is cut and restored: b is resynced by itself" {
 	wport=$(free_port)
 	start_daemon wan wanproxy -c "$C/wan.ctl" 127.0.0.1:"$wport" \
@@ -52,11 +50,7 @@ progress() {
 
 @test "kill -9 of resyncd, then of the target, mid-resync: resumed, not restarted" {
 	cl_up
-	cl_kill b
-	cl_wait a peer.b.connected 0
-	dirty a 24
-	cl_start b
-	cl_wait a peer.b.resync source
+	b_behind 24
 	dirty=$(cl_status a peer.b.oos_bytes)
 	echo "dirty: $dirty bytes" >&3
 	[ "$dirty" -gt $((8 << 20)) ]
@@ -83,5 +77,24 @@ progress() {
 	# interval, 4 MiB, and what was in flight)
 	[ "$sent" -le $((dirty + (5 << 20))) ]
 	run -0 qemu-io -f raw -c flush "$(cl_uri a)"
+	[ "$(cl_sum a)" = "$(cl_sum b)" ]
+}
+
+@test "a fixed rate is kept; a terminal gets a progress bar" {
+	cl_up
+	b_behind 8
+	run -0 resyncd sync -r 2M -c "$C/a/ctl.sock" b
+	last=${lines[-1]}
+	echo "$last" >&3
+	[[ "$last" =~ resync-done\ peer=b\ done_bytes=([0-9]+)\ .*\ rate=([0-9]+) ]]
+	[ "${BASH_REMATCH[1]}" -gt $((6 << 20)) ]
+	# 2 MiB/s and a 1 MiB burst at most
+	[ "${BASH_REMATCH[2]}" -le $((5 << 19)) ]
+	# a terminal: a bar that ends at 100%
+	b_behind 2
+	run -0 script -qec "resyncd sync -r 1M -c '$C/a/ctl.sock' b" /dev/null
+	[[ "$output" =~ resync\ a\ b\ \[#+\.*\]\ +[0-9]+%\ .*ETA ]]
+	[[ "$output" =~ \[##############################\]\ 100% ]]
+	cl_wait a peer.b.state uptodate
 	[ "$(cl_sum a)" = "$(cl_sum b)" ]
 }

@@ -4,6 +4,9 @@
 #				through NODE's NBD, in the background
 #	wait_bg NAME		its exit status (it stops by itself)
 #	dirty NODE MIB		write MIB MiB of random 4 KiB blocks on NODE
+#	b_behind MIB		b down while MIB MiB change on a, then back:
+#				a is its sync source, bitmaps exchanged
+#	wan CMD...		tell t/wanproxy (control socket $C/wan.ctl)
 
 fio_bg() {
 	local name=$1 node=$2 secs=$3; shift 3
@@ -32,3 +35,13 @@ dirty() {
 	    --iodepth=16 --randseed=$RANDOM --norandommap \
 	    --output=/dev/null
 }
+
+b_behind() {
+	cl_kill b
+	cl_wait a peer.b.connected 0
+	dirty a "$1"
+	cl_start b
+	cl_wait a peer.b.resync source
+}
+
+wan() { echo "$*" | socat -t 2 - UNIX-CONNECT:"$C/wan.ctl"; }
