@@ -37,7 +37,7 @@ said() {
 	said "a stays secondary \(auto-failback off\); b goes on serving; b sees a: [a-z-]+, [0-9]+ bytes out of sync"
 	said "resync: done, b sees a uptodate, 0 bytes out of sync"
 	said "resync: resyncd verify: verify peer=a checked_bytes=67108864 differ_blocks=0"
-	said "lag: c \(async, DR\) is [0-9]+ bytes and [0-9]+us behind b"
+	said "lag: c \(async, DR\) is [0-9]+ bytes and [0-9]+ms behind b"
 	said "torn down: no namespace, mount, loop device, process or file left"
 	# and nothing is left: files, namespaces, mounts, loop devices, processes
 	run -0 said "network: namespaces (hxdemo[0-9]+-)a, b, c and a client cl on one bridge, 198\.18\.0\.0/24"
