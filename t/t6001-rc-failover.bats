@@ -282,3 +282,39 @@ loop_of() { cat "$W/$1/loop"; }
 	wire_vip a
 	[ "$(wire_st a role)" = primary ]
 }
+
+@test "auto-failback waits while a is being resynced, then hands back" {
+	wire_init mkfs
+	echo "AUTO_FAILBACK=yes" >>"$W/hatrio.conf"
+	wire_up
+	blkmirror ctl "$W/a/ctl.sock" secondary
+	run -0 nsenter --net="/run/netns/${NET_PREFIX}b" \
+	    "$HATRIO_ROOT/examples/rc.failover" -c "$W/hatrio.conf" -n b \
+	    takeover "a test"
+	# a is away while b writes: a needs a resync when it is back
+	kill_daemon bma || :
+	wire_wait b peer.a.connected 0
+	head -c 4M /dev/urandom >"$W/b/mnt/new"
+	sync "$W/b/mnt/new"
+	wire_start a
+	wire_wait b peer.a.state needs-resync
+	: >"$W/b.log"
+	mkfifo "$W/b.fifo"
+	wire_feed b <"$W/b.fifo" &
+	local feed=$!
+	exec 5>"$W/b.fifo"
+	echo "1795571950.632746 a up incarnation=1795571950632746 medium=udp:198.18.0.1:694 status=secondary quorum=yes seq=9" >&5
+	wait_for 10 grep -q "b: auto-failback: waiting until a is in sync" "$W/b.log"
+	wire_vip b
+	[ "$(wire_st b role)" = primary ]
+	# the resync: b hands back within a second of its end
+	nsenter --net="/run/netns/${NET_PREFIX}b" resyncd sync -q -c "$W/b/ctl.sock" a
+	wait_for 10 grep -q "b: release: done, b is secondary" "$W/b.log"
+	exec 5>&-
+	wait "$feed"
+	run -0 wire_actions b
+	[ "${lines[1]}" = "b: auto-failback: waiting until a is in sync" ]
+	[ "${lines[2]}" = "b: release: auto-failback: a, the preferred primary, is back and in sync" ]
+	[ "${lines[-2]}" = "b: release: done, b is secondary" ]
+	not wire_vip b
+}
