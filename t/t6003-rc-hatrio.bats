@@ -89,7 +89,7 @@ alive() {
 	local pids=$(cat "$T"/a/run/*.pid "$T"/a/run/*.child)
 	run -0 "$RC" -c "$T/hatrio.conf" -n a stop
 	for p in $pids; do
-		if alive "$p"; then echo "$p still runs"; false; fi
+		if alive "$p"; then ps -o pid,stat,args -p "$p"; false; fi
 	done
 	[ -z "$(ls "$T"/a/run/*.pid "$T"/a/run/*.child 2>/dev/null)" ]
 	wait_for 5 grep -q " b: event: a left quorum=yes seq=" "$T/b/run/failover.log"
@@ -99,7 +99,11 @@ alive() {
 	for n in b c; do
 		run -0 "$RC" -c "$T/hatrio.conf" -n "$n" stop
 	done
-	[ -z "$(pgrep -f -- "$T/")" ]
+	# (an orphan's zombie waits for init a moment)
+	if ! wait_for 5 eval '[ -z "$(pgrep -f -- "$T/")" ]'; then
+		ps -o pid,stat,args -p "$(pgrep -d, -f -- "$T/")"
+		false
+	fi
 }
 
 @test "usage and configuration errors" {
