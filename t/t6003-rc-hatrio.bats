@@ -30,7 +30,7 @@ setup() {
 		echo "PRIMARY="
 		echo "VIP="
 		echo "HB_INTERVAL=100ms"
-		echo "HB_OPTS='-w 300ms -D 500ms -I 2s'"
+		echo "HB_OPTS='-w 1s -D 2s -I 3s'"
 		echo "RUN=$T/\$NODE/run"
 		echo "DISK=$T/\$NODE/disk"
 		echo "META=$T/\$NODE/meta"
@@ -92,7 +92,10 @@ alive() {
 		if alive "$p"; then ps -o pid,stat,args -p "$p"; false; fi
 	done
 	[ -z "$(ls "$T"/a/run/*.pid "$T"/a/run/*.child 2>/dev/null)" ]
-	wait_for 5 grep -q " b: event: a left quorum=yes seq=" "$T/b/run/failover.log"
+	if ! wait_for 10 grep -q " b: event: a left quorum=yes seq=" "$T/b/run/failover.log"; then
+		cat "$T/b/run/failover.log" "$T/a/run/hbsend.log"
+		false
+	fi
 	run -1 "$RC" -c "$T/hatrio.conf" -n a status
 	[ "${lines[0]}" = "blkmirror: stopped" ]
 	[ "${lines[3]}" = "failover: stopped" ]
