@@ -1,7 +1,8 @@
 #!/usr/bin/env bats
 # examples/rc.hatrio on loopback: three nodes started from one hatrio.conf
 # (per-node ports), status, a killed daemon restarted by its supervisor,
-# stop by pid with nothing left, and the errors of a bad configuration.
+# stop by pid with nothing left, and the errors of a bad configuration;
+# examples/cron's nightly verify on such a cluster.
 
 load lib/common
 
@@ -120,4 +121,26 @@ alive() {
 	run -100 --separate-stderr "$RC" -c "$T/hatrio.conf" -n a frobnicate
 	run -100 --separate-stderr "$HATRIO_ROOT/examples/rc.failover" -c "$T/hatrio.conf" -n a frobnicate
 	[ "$stderr" = "usage: rc.failover [-c conf] [-n node] [takeover|release reason]" ]
+}
+
+@test "examples/cron: the nightly verify is quiet while the copies agree, and names a peer that differs" {
+	for n in a b c; do
+		run -0 "$RC" -c "$T/hatrio.conf" -n "$n" start
+	done
+	wait_for 10 eval "\"$RC\" -c \"$T/hatrio.conf\" -n a status | grep -qx 'peer c: uptodate, role secondary'"
+	wait_for 10 eval "\"$RC\" -c \"$T/hatrio.conf\" -n a status | grep -qx 'peer b: uptodate, role secondary'"
+	# the command of the cron line, on a's control socket
+	local cmd
+	cmd=$(grep -v '^#' "$HATRIO_ROOT/examples/cron" | grep -v '^PATH=' | cut -f3-)
+	cmd=${cmd//\/run\/hatrio\/ctl.sock/$T/a/run/ctl.sock}
+	# a secondary does nothing
+	run -0 sh -c "$cmd"
+	[ "$output" = "" ]
+	blkmirror ctl "$T/a/run/ctl.sock" primary
+	run -0 sh -c "$cmd"
+	[ "$output" = "" ]
+	# a block of c's copy changes behind blkmirror's back
+	dd if=/dev/urandom of="$T/c/disk" bs=4k seek=1000 count=1 conv=notrunc status=none
+	run -0 sh -c "$cmd"
+	[ "$output" = "hatrio: verify: c differs from $(hostname -s), marked out of sync (resyncd verify -f resyncs it)" ]
 }
