@@ -22,6 +22,10 @@
  *	RS_FLUSH id: make every acknowledged resync write durable
  *	RS_ACK	as ACK, for RS_DATA and RS_FLUSH
  *	RS_DONE	as GI: the source's identifiers; the target is in sync
+ *
+ * Diskless (a primary whose store failed reads through its sync peer):
+ *	READ	id, offset, length: read from the receiver's store
+ *	READ_DATA id, error (0 or an errno) [, the data when 0]
  */
 #ifndef REPL_H
 #define REPL_H
@@ -47,6 +51,8 @@ enum repl_type {
 	REPL_RS_FLUSH,
 	REPL_RS_ACK,
 	REPL_RS_DONE,
+	REPL_READ,
+	REPL_READ_DATA,
 };
 
 /* HELLO and STATE flags */
@@ -83,6 +89,8 @@ enum repl_type {
 #define REPL_RS_DIFF_HDR	(8 + 4)
 #define REPL_RS_DIFF_MAX	(REPL_RS_DIFF_HDR + REPL_RS_BLOCKS / 8)
 #define REPL_ID_SIZE		8
+#define REPL_READ_SIZE		(8 + 8 + 4)
+#define REPL_READ_DATA_HDR	(8 + 4)
 
 struct repl_hello {
 	uint32_t	 version;
@@ -138,5 +146,11 @@ int	 repl_diff_dec(const unsigned char *, size_t, uint64_t *, uint32_t *,
 	    const unsigned char **);
 size_t	 repl_id_enc(unsigned char *, uint64_t);
 int	 repl_id_dec(const unsigned char *, size_t, uint64_t *);
+size_t	 repl_read_enc(unsigned char *, uint64_t, uint64_t, uint32_t);
+int	 repl_read_dec(const unsigned char *, size_t, uint64_t, uint64_t *,
+	    uint64_t *, uint32_t *);
+size_t	 repl_rdata_enc(unsigned char *, uint64_t, uint32_t);
+int	 repl_rdata_dec(const unsigned char *, size_t, uint64_t *,
+	    uint32_t *, const unsigned char **, size_t *);
 
 #endif /* REPL_H */
