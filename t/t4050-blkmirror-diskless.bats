@@ -1,0 +1,104 @@
+#!/usr/bin/env bats
+# Recovery case 3, a storage failure on the primary: a's store is a file
+# served by nbdkit's error filter and mounted with nbdfuse, so that
+# blkmirror sees real EIO from a real file once the test creates the
+# filter's trigger file.  a detaches the store and serves through b while
+# fio writes and verifies; a replacement is attached and pulled from b in
+# the background; at the end all three copies are equal.
+
+load lib/common
+load lib/cluster
+load lib/resync
+
+setup() {
+	[ "$(id -u)" = 0 ] || skip "needs root (FUSE)"
+	cl_init 64M
+	# a's store: $C/a/real through nbdkit (error filter) and nbdfuse
+	mv "$C/a/disk" "$C/a/real"
+	mkdir "$C/a/fuse"
+	start_bg kit nbdkit -f -U "$C/a/kit.sock" --filter=error file \
+	    "$C/a/real" error-rate=100% error-file="$C/a/fail"
+	wait_socket kit "$C/a/kit.sock" 10
+	start_bg fuse nbdfuse -P "$C/a/fuse.ready" "$C/a/fuse" \
+	    "nbd+unix:///?socket=$C/a/kit.sock"
+	wait_file fuse "$C/a/fuse.ready" 10
+	wait_for 10 test -e "$C/a/fuse/nbd"
+	ln -s fuse/nbd "$C/a/disk"
+}
+
+teardown() {
+	stop_all_daemons
+	if mountpoint -q "$C/a/fuse" 2>/dev/null; then
+		fusermount3 -u -z "$C/a/fuse" || :
+	fi
+}
+
+# events EVENT: the lines of a's event stream with that event
+events() { awk -v e="$1" '$3 == e' "$BATS_TEST_TMPDIR/ev.out"; }
+
+@test "a's store fails: detached, served through b, replaced, resynced" {
+	cl_up
+	start_bg ev blkmirror ctl "$C/a/ctl.sock" events
+	wait_for 10 test -s "$BATS_TEST_TMPDIR/ev.out"
+	run -1 --separate-stderr cl_ctl a "attach $C/a/new"
+	[ "$stderr" = "attach: the store is not detached (disk=uptodate)" ]
+	fio_bg fio1 a 12 --verify_backlog=64
+	sleep 1
+	# the store starts failing: the next I/O from blkmirror gets EIO
+	touch "$C/a/fail"
+	cl_wait a disk diskless
+	[ "$(cl_status a store)" = detached ]
+	wait_for 10 eval '[ -n "$(events detach)" ]'
+	events detach | grep -q ' peer=b '
+	grep -q 'injecting EIO' "$BATS_TEST_TMPDIR/kit.err"
+	# blkmirror let go of the failed store: the FUSE mount can go
+	fusermount3 -u "$C/a/fuse"
+	kill_daemon kit TERM || :
+	# diskless: fio's reads (verify_backlog) come from b
+	wait_for 10 eval '[ "$(cl_status a peer_read_bytes)" -gt 0 ]'
+	sleep 2
+	truncate -s 32M "$C/a/small"
+	run -1 --separate-stderr cl_ctl a "attach $C/a/small"
+	[ "$stderr" = "attach $C/a/small: 33554432 bytes, fewer than the resource's 67108864" ]
+	run -1 --separate-stderr cl_ctl a "attach $C/a/none"
+	[ "$stderr" = "attach $C/a/none: No such file or directory" ]
+	truncate -s 64M "$C/a/new"
+	run -0 cl_ctl a "attach $C/a/new"
+	[ "$(cl_status a store_path)" = "$C/a/new" ]
+	cl_wait a disk uptodate 30
+	[ "$(cl_status a store)" = attached ]
+	[ "$(cl_status a attach_pulled_bytes)" = 67108864 ]
+	events attached | grep -q " device=$C/a/new size=67108864 peer=b "
+	events resync-done | grep -q ' peer=b role=attach received_bytes=67108864 '
+	# the application never saw an error
+	wait_bg fio1
+	grep -q 'err= 0' "$C/fio1.fio"
+	[ "$(cl_status a errors)" = 0 ]
+	run -0 cl_status a store_detaches
+	[ "$output" = 1 ]
+	run -0 qemu-io -f raw -c flush "$(cl_uri a)"
+	[ "$(md5sum <"$C/a/new")" = "$(md5sum <"$C/b/disk")" ]
+	cl_wait a peer.c.lag_bytes 0 30
+	[ "$(md5sum <"$C/a/new")" = "$(md5sum <"$C/c/disk")" ]
+	# whole again: new writes and reads use the new store
+	run -0 qemu-io -f raw -c 'write -P 0x5a 1M 64k' -c flush "$(cl_uri a)"
+	cmp -n 65536 -i 1048576:1048576 "$C/a/new" "$C/b/disk"
+	run -0 qemu-io -f raw -c 'read -P 0x5a 1M 64k' "$(cl_uri a)"
+	reads=$(cl_status a peer_reads)
+	run -0 qemu-io -f raw -c 'read -P 0x5a 1M 64k' "$(cl_uri a)"
+	[ "$(cl_status a peer_reads)" = "$reads" ]
+}
+
+@test "without an up-to-date sync peer the error reaches the client" {
+	cl_up
+	cl_kill b
+	cl_wait a peer.b.connected 0
+	touch "$C/a/fail"
+	run -1 qemu-io -f raw -c 'write -P 1 0 64k' "$(cl_uri a)"
+	[ "$output" = "write failed: Input/output error" ]
+	[ "$(cl_status a disk)" = uptodate ]
+	[ "$(cl_status a store)" = attached ]
+	[ "$(cl_status a store_detaches)" = 0 ]
+	rm "$C/a/fail"
+	run -0 qemu-io -f raw -c 'write -P 1 0 64k' "$(cl_uri a)"
+}
