@@ -2741,6 +2741,7 @@ dl_detach(const char *why, int e)
 	    why, strerror(e), p != NULL ? p->name : "-");
 	emit("detach", "reason=\"%s: %s\" peer=%s", why, strerror(e),
 	    p != NULL ? p->name : "-");
+	retry_writes();		/* writes that waited for a pull */
 }
 
 /*
@@ -3080,7 +3081,6 @@ dl_pull_data(struct dlpull *pl, uint32_t e, const unsigned char *data)
 		dl_chunks[pl->off / REPL_CHUNK] = 0;
 		pl->state = DP_FREE;
 		dl_detach("the peer could not read for the resync", e);
-		retry_writes();
 		return;
 	}
 	memcpy(pl->buf, data, pl->len);

@@ -102,3 +102,48 @@ events() { awk -v e="$1" '$3 == e' "$BATS_TEST_TMPDIR/ev.out"; }
 	rm "$C/a/fail"
 	run -0 qemu-io -f raw -c 'write -P 1 0 64k' "$(cl_uri a)"
 }
+
+# detach_a: a's store fails under a write; a goes diskless.
+detach_a() {
+	touch "$C/a/fail"
+	run -0 qemu-io -f raw -c 'write -P 7 0 64k' "$(cl_uri a)"
+	cl_wait a disk diskless
+}
+
+@test "b lost while a is diskless: I/O is held until b is back" {
+	cl_up
+	detach_a
+	gi=$(cl_status a gi_current)
+	cl_stop b
+	cl_wait a peer.b.connected 0
+	start_bg qio qemu-io -f raw -c 'write -P 9 1M 64k' \
+	    -c 'read -P 9 1M 64k' "$(cl_uri a)"
+	cl_wait a suspended 1
+	sleep 0.5
+	kill -0 "$(cat "$BATS_TEST_TMPDIR/qio.pid")"
+	# a did not go on without b: b keeps the only copy
+	[ "$(cl_status a gi_current)" = "$gi" ]
+	cl_start b
+	cl_wait a peer.b.state uptodate
+	wait_bg qio
+	[ "$(cl_status a suspended)" = 0 ]
+	cmp -n 65536 -i 0:1048576 /dev/stdin "$C/b/disk" < <(
+	    head -c 65536 /dev/zero | tr '\0' '\011')
+	cmp -n 65536 /dev/stdin "$C/b/disk" < <(
+	    head -c 65536 /dev/zero | tr '\0' '\007')
+	[ "$(cl_status a errors)" = 0 ]
+}
+
+@test "b lost while a is diskless, -q io-error: I/O fails" {
+	cl_up -q io-error
+	detach_a
+	cl_stop b
+	cl_wait a peer.b.connected 0
+	run -1 qemu-io -f raw -c 'write -P 9 1M 64k' "$(cl_uri a)"
+	[ "$output" = "write failed: Input/output error" ]
+	run -1 qemu-io -f raw -c 'read 0 64k' "$(cl_uri a)"
+	[ "$output" = "read failed: Input/output error" ]
+	cl_start b
+	cl_wait a peer.b.state uptodate
+	run -0 qemu-io -f raw -c 'read -P 7 0 64k' "$(cl_uri a)"
+}
