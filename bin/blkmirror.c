@@ -2641,7 +2641,7 @@ struct dlrd {
 };
 
 static int		 dl_pipe = -1, dl_syncing;
-static uint64_t		 dl_gen, dl_id, dl_detaches, dl_reads_n;
+static uint64_t		 dl_gen, dl_id, dl_detaches, dl_reads_n, dl_sync_gen;
 static uint64_t		 dl_read_bytes, dl_pulled, dl_next, dl_nchunks;
 static unsigned char	*dl_chunks;	/* attach: 0 todo, 1 under way,
 					   2 pulled; per REPL_CHUNK */
@@ -2905,15 +2905,16 @@ dl_blocks(struct nbd_req *r)
 
 	for (i = 0; i < DL_PULLS; i++) {
 		pl = &dl_pulls[i];
-		if ((pl->state == DP_READ || pl->state == DP_WRITE) &&
-		    pl->gen == dl_gen && r->offset < pl->off + pl->len &&
+		/* A write of an older attach still writes, too. */
+		if (((pl->state == DP_READ && pl->gen == dl_gen) ||
+		    pl->state == DP_WRITE) && r->offset < pl->off + pl->len &&
 		    pl->off < r->offset + r->len)
 			return 1;
 	}
 	return 0;
 }
 
-static void	dl_pull_next(void);
+static void	dl_check_done(void);
 
 static void
 dl_done_sync(struct ioq_job *j)
@@ -2924,6 +2925,11 @@ dl_done_sync(struct ioq_job *j)
 	dl_syncing = 0;
 	if (dl_state != DL_ATTACHING)
 		return;
+	if (dl_sync_gen != dl_gen) {
+		/* Detached and attached again meanwhile. */
+		dl_check_done();
+		return;
+	}
 	if (j->err != 0) {
 		dl_detach("sync error on the attached store", j->err);
 		return;
@@ -2962,6 +2968,7 @@ dl_check_done(void)
 		if (dl_chunks[c] != 2)
 			return;
 	dl_syncing = 1;
+	dl_sync_gen = dl_gen;
 	dl_syncjob.work = dl_work_sync;
 	dl_syncjob.done = dl_done_sync;
 	dl_syncjob.slow = 1;
@@ -2975,11 +2982,16 @@ dl_pull_start(struct dlpull *pl)
 {
 	struct nbd_req	*o;
 	struct peer	*p = dl_peer();
+	int		 i;
 
 	TAILQ_FOREACH(o, &wlist, wentry)
 		if (o->offset < pl->off + pl->len && pl->off < o->offset +
 		    o->len)
 			return;
+	for (i = 0; i < DL_PULLS; i++)
+		if (dl_pulls[i].state == DP_WRITE && dl_pulls[i].off ==
+		    pl->off)
+			return;	/* of an older attach */
 	if (p == NULL || dl_send_read(p, NULL, pl, pl->off, pl->len) == -1) {
 		dl_chunks[pl->off / REPL_CHUNK] = 0;
 		dl_next = 0;
@@ -3069,7 +3081,7 @@ dl_done_pull(struct ioq_job *j)
 		dl_pulled += pl->len;
 	}
 	retry_writes();
-	dl_pull_next();
+	dl_retry();
 	update_eager();
 }
 

@@ -66,6 +66,9 @@ events() { awk -v e="$1" '$3 == e' "$BATS_TEST_TMPDIR/ev.out"; }
 	run -0 cl_ctl a "attach $C/a/new"
 	[ "$(cl_status a store_path)" = "$C/a/new" ]
 	cl_wait a disk uptodate 30
+	# fio started before the failure and is still writing: the whole
+	# resync ran under it
+	kill -0 "$(cat "$BATS_TEST_TMPDIR/fio1.pid")"
 	[ "$(cl_status a store)" = attached ]
 	[ "$(cl_status a attach_pulled_bytes)" = 67108864 ]
 	events attached | grep -q " device=$C/a/new size=67108864 peer=b "
