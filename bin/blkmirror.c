@@ -1920,6 +1920,8 @@ unfl_drop(struct peer *p, size_t n)
 {
 	size_t	i;
 
+	if (n == 0)
+		return;		/* unfl may be NULL */
 	for (i = 0; i < n; i++)
 		p->unfl_bytes -= p->unfl[i].len;
 	memmove(p->unfl, p->unfl + n, (p->nunfl - n) * sizeof(*p->unfl));
