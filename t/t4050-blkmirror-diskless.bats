@@ -150,3 +150,31 @@ detach_a() {
 	cl_wait a peer.b.state uptodate
 	run -0 qemu-io -f raw -c 'read -P 7 0 64k' "$(cl_uri a)"
 }
+
+# pattern OFF: the same 64 KiB of 0x3c at OFF in every node's store,
+# before the nodes start (their data must stay identical)
+pattern() {
+	local f
+	for f in "$C/a/real" "$C/b/disk" "$C/c/disk"; do
+		head -c 65536 /dev/zero | tr '\0' '\074' |
+		    dd of="$f" bs=64k seek="$(($1 / 65536))" conv=notrunc \
+		    status=none
+	done
+}
+
+@test "a read error detaches the store; the read is answered from b" {
+	pattern $((8 << 20))
+	cl_up
+	touch "$C/a/fail"
+	run -0 qemu-io -f raw -c 'read -P 0x3c 8M 64k' "$(cl_uri a)"
+	[ "$(cl_status a disk)" = diskless ]
+	[ "$(cl_status a peer_read_bytes)" = 65536 ]
+	[ "$(cl_status a errors)" = 0 ]
+	grep -q 'injecting EIO error into pread' "$BATS_TEST_TMPDIR/kit.err"
+	grep -q 'read error: Input/output error; detached, serving through peer b' \
+	    "$BATS_TEST_TMPDIR/bma.err"
+	# reads larger than a replication message come back whole
+	run -0 qemu-io -f raw -c 'read -P 0x3c 8M 64k' -c 'read -P 0 9M 3M' \
+	    "$(cl_uri a)"
+	[ "$(cl_status a peer_read_bytes)" = $((65536 * 2 + (3 << 20))) ]
+}
