@@ -42,7 +42,7 @@ events() { awk -v e="$1" '$3 == e' "$BATS_TEST_TMPDIR/ev.out"; }
 	wait_for 10 test -s "$BATS_TEST_TMPDIR/ev.out"
 	run -1 --separate-stderr cl_ctl a "attach $C/a/new"
 	[ "$stderr" = "attach: the store is not detached (disk=uptodate)" ]
-	fio_bg fio1 a 12 --verify_backlog=64
+	fio_bg fio1 a 16 --verify_backlog=64
 	sleep 1
 	# the store starts failing: the next I/O from blkmirror gets EIO
 	touch "$C/a/fail"
@@ -177,4 +177,10 @@ pattern() {
 	run -0 qemu-io -f raw -c 'read -P 0x3c 8M 64k' -c 'read -P 0 9M 3M' \
 	    "$(cl_uri a)"
 	[ "$(cl_status a peer_read_bytes)" = $((65536 * 2 + (3 << 20))) ]
+	# trim and zeroes go to b as well
+	run -0 qemu-io -f raw -c 'write -P 5 2M 1M' -c 'write -z 2M 64k' \
+	    -c 'discard 3M 64k' -c 'read -P 0 2M 64k' \
+	    -c 'read -P 5 2112k 960k' -c flush "$(cl_uri a)"
+	cmp -n 65536 -i 0:2097152 /dev/zero "$C/b/disk"
+	[ "$(cl_status a errors)" = 0 ]
 }
