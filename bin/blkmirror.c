@@ -2621,7 +2621,7 @@ rs_status(struct evbuffer *o, struct peer *p)
  */
 enum { DP_FREE, DP_WAIT, DP_READ, DP_WRITE };
 #define DL_PULLS	4
-#define DL_LOST		1	/* nbd_req.state of a read: its peer left */
+#define DL_LOST		1	/* nbd_req.state: the read's peer left */
 
 struct dlpull {
 	struct ioq_job	 job;
@@ -2639,11 +2639,12 @@ struct dlrd {
 	uint64_t		 pgen, gen, id, off;
 	uint32_t		 len;
 	struct nbd_req		*r;	/* an application read, or */
-	struct dlpull		*pull;	/* a range of the attach resync */
+	struct dlpull		*pull;	/* a range being pulled */
 };
 
 static int		 dl_pipe = -1, dl_syncing;
-static uint64_t		 dl_gen, dl_id, dl_detaches, dl_reads_n, dl_sync_gen;
+static uint64_t		 dl_gen, dl_sync_gen, dl_id, dl_detaches;
+static uint64_t		 dl_reads_n;
 static uint64_t		 dl_read_bytes, dl_pulled, dl_next, dl_nchunks;
 static unsigned char	*dl_chunks;	/* attach: 0 todo, 1 under way,
 					   2 pulled; per REPL_CHUNK */
@@ -3598,7 +3599,8 @@ ctl_read(struct bufferevent *bev, void *arg)
 			evbuffer_add_printf(out, "ok\n");
 		} else if (strncmp(line, "attach ", 7) == 0) {
 			dl_attach(out, line + 7);
-		} else if (dl_state != DL_NORMAL && (strncmp(line, "sync ", 5) == 0 ||
+		} else if (dl_state != DL_NORMAL &&
+		    (strncmp(line, "sync ", 5) == 0 ||
 		    strncmp(line, "verify ", 7) == 0)) {
 			evbuffer_add_printf(out, "error: %.64s: this node's "
 			    "store is detached or not yet resynced\n", line);
