@@ -226,6 +226,8 @@ static void	rs_ctl_gone(struct ctlc *);
 static void	rs_status(struct evbuffer *, struct peer *);
 static void	rs_oos(struct evbuffer *, const char *);
 static int	dl_io_failed(struct nbd_req *, int);
+static void	dl_mark(struct nbd_req *);
+static void	dl_detach_cmd(struct evbuffer *);
 static void	dl_read_peer(struct nbd_req *);
 static int	dl_hold(struct nbd_req *);
 static int	dl_read(struct nbd_req *);
@@ -664,6 +666,7 @@ submit_chunk(struct nbd_req *r)
 	r->job.slow = (r->flags & NBD_CMD_FLAG_FUA) ||
 	    r->type != NBD_CMD_WRITE ||
 	    r->len > 65536;
+	dl_mark(r);
 	ioq_submit(ioq, &r->job);
 }
 
@@ -806,6 +809,7 @@ submit(struct nbd_req *r, void *arg)
 		r->job.work = work_read;
 		r->job.done = done_simple;
 		r->job.slow = 1;	/* not in the page cache */
+		dl_mark(r);
 		ioq_submit(ioq, &r->job);
 		return;
 	case NBD_CMD_FLUSH:
@@ -817,6 +821,7 @@ submit(struct nbd_req *r, void *arg)
 		r->job.work = work_flush;
 		r->job.done = done_flush;
 		r->job.slow = 1;
+		dl_mark(r);
 		ioq_submit(ioq, &r->job);
 		return;
 	default:
@@ -2622,6 +2627,7 @@ rs_status(struct evbuffer *o, struct peer *p)
 enum { DP_FREE, DP_WAIT, DP_READ, DP_WRITE };
 #define DL_PULLS	4
 #define DL_LOST		1	/* nbd_req.state: the read's peer left */
+#define DL_GEN()	((int)(dl_gen & 0x7fffffff))	/* in nbd_req.fd */
 
 struct dlpull {
 	struct ioq_job	 job;
@@ -2740,10 +2746,11 @@ dl_detach(const char *why, int e)
 	m->flags &= ~(META_F_CONSISTENT | META_F_UPTODATE);
 	bm_gen++;
 	meta_commit();
-	log_warnx("%s: %s: %s; detached, serving through peer %s", devpath,
-	    why, strerror(e), p != NULL ? p->name : "-");
-	emit("detach", "reason=\"%s: %s\" peer=%s", why, strerror(e),
-	    p != NULL ? p->name : "-");
+	log_warnx("%s: %s%s%s; detached, serving through peer %s", devpath,
+	    why, e ? ": " : "", e ? strerror(e) : "", p != NULL ? p->name :
+	    "-");
+	emit("detach", "reason=\"%s%s%s\" peer=%s", why, e ? ": " : "",
+	    e ? strerror(e) : "", p != NULL ? p->name : "-");
 	retry_writes();		/* writes that waited for a pull */
 }
 
@@ -2759,9 +2766,35 @@ dl_io_failed(struct nbd_req *r, int e)
 
 	if (!primary || dl_peer() == NULL)
 		return 0;
+	if (dl_state == DL_ATTACHING && r->fd != DL_GEN())
+		return 1;	/* from the store detached before */
 	if (dl_state != DL_DISKLESS)
 		dl_detach(r->type < nitems(what) ? what[r->type] : "error", e);
 	return 1;
+}
+
+/* Which store a local job goes to: an error of a detached one is old. */
+static void
+dl_mark(struct nbd_req *r)
+{
+	r->fd = DL_GEN();
+}
+
+/* "detach": stop using the store, as if it had failed. */
+static void
+dl_detach_cmd(struct evbuffer *out)
+{
+	if (dl_state == DL_DISKLESS) {
+		evbuffer_add_printf(out, "error: detach: already detached\n");
+		return;
+	}
+	if (!primary || dl_peer() == NULL) {
+		evbuffer_add_printf(out, "error: detach: %s\n", !primary ?
+		    "not primary" : "no up-to-date sync peer to serve through");
+		return;
+	}
+	dl_detach("detach command", 0);
+	evbuffer_add_printf(out, "ok\n");
 }
 
 /* submit: without the store and without a peer, hold or fail. */
@@ -3599,6 +3632,8 @@ ctl_read(struct bufferevent *bev, void *arg)
 			evbuffer_add_printf(out, "ok\n");
 		} else if (strncmp(line, "attach ", 7) == 0) {
 			dl_attach(out, line + 7);
+		} else if (strcmp(line, "detach") == 0) {
+			dl_detach_cmd(out);
 		} else if (dl_state != DL_NORMAL &&
 		    (strncmp(line, "sync ", 5) == 0 ||
 		    strncmp(line, "verify ", 7) == 0)) {

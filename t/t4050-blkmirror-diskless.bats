@@ -184,3 +184,29 @@ pattern() {
 	cmp -n 65536 -i 0:2097152 /dev/zero "$C/b/disk"
 	[ "$(cl_status a errors)" = 0 ]
 }
+
+@test "detach and attach by command, while fio writes" {
+	cl_up
+	run -1 --separate-stderr cl_ctl b detach
+	[ "$stderr" = "detach: not primary" ]
+	start_bg ev blkmirror ctl "$C/a/ctl.sock" events
+	wait_for 10 test -s "$BATS_TEST_TMPDIR/ev.out"
+	fio_bg fio1 a 8 --verify_backlog=64
+	sleep 1
+	run -0 cl_ctl a detach
+	[ "$(cl_status a disk)" = diskless ]
+	run -1 --separate-stderr cl_ctl a detach
+	[ "$stderr" = "detach: already detached" ]
+	wait_for 10 eval '[ -n "$(events detach)" ]'
+	events detach | grep -q ' reason="detach command" peer=b '
+	sleep 1
+	truncate -s 64M "$C/a/new"
+	run -0 cl_ctl a "attach $C/a/new"
+	cl_wait a disk uptodate 30
+	wait_bg fio1
+	[ "$(cl_status a errors)" = 0 ]
+	run -0 qemu-io -f raw -c flush "$(cl_uri a)"
+	[ "$(md5sum <"$C/a/new")" = "$(md5sum <"$C/b/disk")" ]
+	# the old store was left as it was when detached
+	[ "$(md5sum <"$C/a/real")" != "$(md5sum <"$C/b/disk")" ]
+}
