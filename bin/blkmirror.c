@@ -215,16 +215,6 @@ static void	journal_cut(void);
 static void	journal_commit(void);
 static int	clear_oos(struct peer *, uint64_t, uint64_t);
 static int	mark_oos(struct peer *, uint64_t, uint64_t);
-static void	rs_release(void);
-static void	rs_peer_down(struct peer *);
-static void	rs_hello(struct peer *, const struct gi_decision *);
-static void	rs_check(struct peer *);
-static uint64_t	rs_stage(int, unsigned char *);
-static int	rs_message(struct peer *, unsigned, const void *, size_t);
-static void	rs_command(struct ctlc *, char *);
-static void	rs_ctl_gone(struct ctlc *);
-static void	rs_status(struct evbuffer *, struct peer *);
-static void	rs_oos(struct evbuffer *, const char *);
 static int	dl_io_failed(struct nbd_req *, int);
 static void	dl_mark(struct nbd_req *);
 static void	dl_detach_cmd(struct evbuffer *);
@@ -244,6 +234,16 @@ static int	dl_message(struct peer *, unsigned, const void *, size_t);
 static void	dl_attach(struct evbuffer *, const char *);
 static void	dl_status(struct evbuffer *);
 static int	dl_state;	/* DL_*, see "diskless" */
+static void	rs_release(void);
+static void	rs_peer_down(struct peer *);
+static void	rs_hello(struct peer *, const struct gi_decision *);
+static void	rs_check(struct peer *);
+static uint64_t	rs_stage(int, unsigned char *);
+static int	rs_message(struct peer *, unsigned, const void *, size_t);
+static void	rs_command(struct ctlc *, char *);
+static void	rs_ctl_gone(struct ctlc *);
+static void	rs_status(struct evbuffer *, struct peer *);
+static void	rs_oos(struct evbuffer *, const char *);
 
 static void
 usage(void)
@@ -1925,11 +1925,11 @@ unfl_drop(struct peer *p, size_t n)
 {
 	size_t	i;
 
-	if (n == 0)
-		return;		/* unfl may be NULL */
 	for (i = 0; i < n; i++)
 		p->unfl_bytes -= p->unfl[i].len;
-	memmove(p->unfl, p->unfl + n, (p->nunfl - n) * sizeof(*p->unfl));
+	if (n > 0 && n < p->nunfl)	/* p->unfl may be NULL */
+		memmove(p->unfl, p->unfl + n, (p->nunfl - n) *
+		    sizeof(*p->unfl));
 	p->nunfl -= n;
 }
 
@@ -3400,13 +3400,13 @@ on_message(struct link *l, unsigned type, const void *buf, size_t len)
 		rjob_submit(p, RJ_REPL, f.seq, NBD_CMD_FLUSH, 0, 0, 0, NULL,
 		    0);
 		return;
+	default:
+		if (rs_message(p, type, buf, len) == -1)
+			goto bad;
+		return;
 	case REPL_READ:
 	case REPL_READ_DATA:
 		if (dl_message(p, type, buf, len) == -1)
-			goto bad;
-		return;
-	default:
-		if (rs_message(p, type, buf, len) == -1)
 			goto bad;
 		return;
 	case REPL_ACK:
