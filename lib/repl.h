@@ -13,6 +13,10 @@
  *	FLUSH	seq, epoch, flags
  *	ACK	seq, error (0 or an errno); for async peers cumulative
  *
+ * Diskless (a primary whose store failed reads through its sync peer):
+ *	READ	id, offset, length: read from the receiver's store
+ *	READ_DATA id, error (0 or an errno) [, the data when 0]
+ *
  * Resync, between a sync source and its target (see blkmirror(8)):
  *	BITMAP	offset into the sender's dirty bitmap for the receiver,
  *		flags (LAST: the sender's bitmap is complete), bitmap bytes
@@ -22,10 +26,6 @@
  *	RS_FLUSH id: make every acknowledged resync write durable
  *	RS_ACK	as ACK, for RS_DATA and RS_FLUSH
  *	RS_DONE	as GI: the source's identifiers; the target is in sync
- *
- * Diskless (a primary whose store failed reads through its sync peer):
- *	READ	id, offset, length: read from the receiver's store
- *	READ_DATA id, error (0 or an errno) [, the data when 0]
  */
 #ifndef REPL_H
 #define REPL_H
