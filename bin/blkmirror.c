@@ -68,6 +68,9 @@ static const char *pstate_names[] = { "connecting", "handshake",
 
 enum { Q_SUSPEND, Q_IOERROR, Q_OFF };
 
+/* the store (see "diskless") */
+enum { DL_NORMAL, DL_DISKLESS, DL_ATTACHING };
+
 /* a message sent to a peer and not yet acknowledged */
 struct pend {
 	TAILQ_ENTRY(pend)	 entry;
@@ -214,6 +217,25 @@ static void	journal_cut(void);
 static void	journal_commit(void);
 static int	clear_oos(struct peer *, uint64_t, uint64_t);
 static int	mark_oos(struct peer *, uint64_t, uint64_t);
+static int	dl_io_failed(struct nbd_req *, int);
+static void	dl_mark(struct nbd_req *);
+static void	dl_detach_cmd(struct evbuffer *);
+static void	dl_read_peer(struct nbd_req *);
+static int	dl_hold(struct nbd_req *);
+static int	dl_read(struct nbd_req *);
+static int	dl_write(struct nbd_req *);
+static int	dl_flush(struct nbd_req *);
+static int	dl_blocks(struct nbd_req *);
+static void	dl_retry(void);
+static void	dl_peer_down(struct peer *);
+static void	dl_pull_next(void);
+static int	dl_keep_gi(struct peer *);
+static const char *dl_disk_state(void);
+static const char *disk_state(void);
+static int	dl_message(struct peer *, unsigned, const void *, size_t);
+static void	dl_attach(struct evbuffer *, const char *);
+static void	dl_status(struct evbuffer *);
+static int	dl_state;	/* DL_*, see "diskless" */
 static void	rs_release(void);
 static void	rs_peer_down(struct peer *);
 static void	rs_hello(struct peer *, const struct gi_decision *);
@@ -516,6 +538,8 @@ done_flush(struct ioq_job *j)
 {
 	struct nbd_req	*r = job_req(j);
 
+	if (j->err != 0 && dl_io_failed(r, j->err))
+		j->err = 0;	/* the peers flushed */
 	r->local_done = 1;
 	r->lerr = j->err;
 	req_maybe_done(r);
@@ -526,6 +550,10 @@ done_simple(struct ioq_job *j)
 {
 	struct nbd_req	*r = job_req(j);
 
+	if (j->err != 0 && dl_io_failed(r, j->err)) {
+		dl_read_peer(r);
+		return;
+	}
 	if (j->err != 0)
 		io_error(r, j->err);
 	disk_inflight--;
@@ -548,6 +576,8 @@ blocked(struct nbd_req *r)
 	struct nbd_req	*o;
 	struct rsreq	*q;
 
+	if (dl_blocks(r))
+		return 1;
 	TAILQ_FOREACH(q, &rsq, entry)
 		if (r->offset < q->off + q->len && q->off < r->offset + r->len)
 			return 1;
@@ -584,6 +614,8 @@ retry_writes(void)
 				continue;
 			noverlap--;
 			o->state = W_NEW;
+			if (dl_write(o))
+				continue;
 			repl_write(o);
 			start_chunk(o);
 		}
@@ -605,6 +637,7 @@ finish_write(struct nbd_req *r, int e)
 	retry_writes();
 	if (!TAILQ_EMPTY(&rswait))
 		rs_release();
+	dl_retry();
 	if (!TAILQ_EMPTY(&alfull)) {
 		TAILQ_INIT(&retry);
 		TAILQ_CONCAT(&retry, &alfull, entry);
@@ -625,6 +658,10 @@ done_write(struct ioq_job *j)
 	for (e = r->ext_lo; e <= r->ext_hi; e++)
 		m->ext_pinned[e]--;
 	r->cur = chunk_end(r);
+	if (j->err != 0 && dl_io_failed(r, j->err)) {
+		j->err = 0;	/* the sync peer has it */
+		r->cur = r->end;
+	}
 	if (j->err == 0 && r->cur < r->end) {
 		start_chunk(r);
 		return;
@@ -643,6 +680,7 @@ submit_chunk(struct nbd_req *r)
 	r->job.slow = (r->flags & NBD_CMD_FLAG_FUA) ||
 	    r->type != NBD_CMD_WRITE ||
 	    r->len > 65536;
+	dl_mark(r);
 	ioq_submit(ioq, &r->job);
 }
 
@@ -773,23 +811,31 @@ submit(struct nbd_req *r, void *arg)
 		nbd_req_done(r, EIO);
 		return;
 	}
+	if (dl_hold(r))
+		return;
 	disk_inflight++;
 	switch (r->type) {
 	case NBD_CMD_READ:
+		if (dl_read(r))
+			return;
 		if (r->len == 0 || read_cached(r))
 			break;
 		r->job.work = work_read;
 		r->job.done = done_simple;
 		r->job.slow = 1;	/* not in the page cache */
+		dl_mark(r);
 		ioq_submit(ioq, &r->job);
 		return;
 	case NBD_CMD_FLUSH:
 		/* The peers flush while we do; dirty bitmaps go first. */
 		if (primary && npeers > 0)
 			repl_flush(r);
+		if (dl_flush(r))
+			return;
 		r->job.work = work_flush;
 		r->job.done = done_flush;
 		r->job.slow = 1;
+		dl_mark(r);
 		ioq_submit(ioq, &r->job);
 		return;
 	default:
@@ -805,8 +851,10 @@ submit(struct nbd_req *r, void *arg)
 			update_eager();
 			return;
 		}
-		repl_write(r);
-		start_chunk(r);
+		if (!dl_write(r)) {
+			repl_write(r);
+			start_chunk(r);
+		}
 		update_eager();
 		return;
 	}
@@ -1229,12 +1277,14 @@ peer_down(struct peer *p, const char *reason)
 	p->hello = 0;
 	p->flags = 0;
 	p->gen++;
-	if (primary && insync && was)
+	if (primary && insync && was && !dl_keep_gi(p))
 		gi_rotate(p);
 	while ((pd = TAILQ_FIRST(&p->pend)) != NULL) {
 		if (!pd->flush && primary)
 			mark_oos(p, pd->off, pd->len);
 		if ((r = pd->r) != NULL) {
+			if (dl_keep_gi(p))
+				r->lerr = EIO;	/* it had the only copy */
 			r->acks--;
 			if (r->acks == 0 && r->local_done)
 				TAILQ_INSERT_TAIL(&again, r, entry);
@@ -1242,6 +1292,7 @@ peer_down(struct peer *p, const char *reason)
 		pend_del(p, pd);
 	}
 	rs_peer_down(p);
+	dl_peer_down(p);
 	if (p->st != PS_BEHIND || !primary)
 		p->st = PS_DOWN;
 	/* Only the stream from p ends: another's epoch goes on. */
@@ -1337,6 +1388,7 @@ on_hello(struct peer *p, const struct repl_hello *h)
 	    gi_verdict_name(d.verdict), pstate_names[p->st], d.why);
 	sb_hello(p, &peer, &d);
 	rs_hello(p, &d);
+	dl_pull_next();
 	quorum_check();
 	peer_flags_changed();
 }
@@ -2566,6 +2618,745 @@ rs_status(struct evbuffer *o, struct peer *p)
 	    p->rs_recv, p->name, p->rs_inflight, p->name, p->verify_diff);
 }
 
+/*
+ * --- diskless ----------------------------------------------------------
+ *
+ * When the primary's store fails (an error from a read, a write or a
+ * flush) while an up-to-date sync peer is connected, the store is
+ * detached instead of failing the request: the descriptor is replaced by
+ * the read end of a pipe, on which every operation fails at once, and
+ * the data is marked inconsistent in the metadata.  The request that
+ * failed and everything after it go through the peer: a write was sent
+ * to it anyway and is answered on its ACK; a read becomes READ messages
+ * (at most REPL_CHUNK each) answered by READ_DATA; a FLUSH is the peer's.
+ * Without such a peer, errors reach the client as before.  If the peer
+ * goes away while we are diskless, what it had not acknowledged fails
+ * (EIO), reads in flight are held again, and new requests are held (-q
+ * suspend) or fail (otherwise) until it is back.  Our identifiers do not
+ * move for it meanwhile: it holds the only copy.
+ *
+ * "attach DEVICE" puts a replacement store (at least the resource's
+ * size) in the same descriptor and pulls the whole resource from the
+ * peer, REPL_CHUNK at a time, DL_PULLS at once, while serving.  A pull
+ * waits for the writes in flight on its range and holds back new ones
+ * until its data is written, so that pulled data never overwrites a
+ * newer write; writes go to the new store and the peer as usual.  Reads
+ * of a range not yet pulled still go to the peer.  When every range is
+ * in and synced the node is up to date again.
+ */
+enum { DP_FREE, DP_WAIT, DP_READ, DP_WRITE };
+#define DL_PULLS	4
+#define DL_LOST		1	/* nbd_req.state: the read's peer left */
+#define DL_GEN()	((int)(dl_gen & 0x7fffffff))	/* in nbd_req.fd */
+
+struct dlpull {
+	struct ioq_job	 job;
+	int		 state;		/* DP_* */
+	uint64_t	 off, gen;
+	uint32_t	 len;
+	int		 err;
+	unsigned char	*buf;
+};
+
+/* a READ sent to the peer and not yet answered */
+struct dlrd {
+	TAILQ_ENTRY(dlrd)	 entry;
+	struct peer		*p;
+	uint64_t		 pgen, gen, id, off;
+	uint32_t		 len;
+	struct nbd_req		*r;	/* an application read, or */
+	struct dlpull		*pull;	/* a range being pulled */
+};
+
+static int		 dl_pipe = -1, dl_syncing;
+static uint64_t		 dl_gen, dl_sync_gen, dl_id, dl_detaches;
+static uint64_t		 dl_reads_n;
+static uint64_t		 dl_read_bytes, dl_pulled, dl_next, dl_nchunks;
+static unsigned char	*dl_chunks;	/* attach: 0 todo, 1 under way,
+					   2 pulled; per REPL_CHUNK */
+static struct dlpull	 dl_pulls[DL_PULLS];
+static TAILQ_HEAD(, dlrd) dl_rds = TAILQ_HEAD_INITIALIZER(dl_rds);
+static struct reqq	 dl_later = TAILQ_HEAD_INITIALIZER(dl_later);
+static struct event	*dl_ev;
+static struct ioq_job	 dl_syncjob;
+static char		*dl_device;
+
+/* The peer we read through: sync, connected, up to date, secondary. */
+static struct peer *
+dl_peer(void)
+{
+	struct peer	*p;
+
+	TAILQ_FOREACH(p, &peers, entry)
+		if (!p->async && p->link != NULL && p->hello &&
+		    p->st == PS_UPTODATE && !(p->flags & REPL_F_PRIMARY))
+			return p;
+	return NULL;
+}
+
+static void
+dl_later_cb(evutil_socket_t fd, short what, void *arg)
+{
+	struct nbd_req	*r;
+	struct reqq	 q;
+
+	(void)fd;
+	(void)what;
+	(void)arg;
+	TAILQ_INIT(&q);
+	TAILQ_CONCAT(&q, &dl_later, entry);
+	while ((r = TAILQ_FIRST(&q)) != NULL) {
+		TAILQ_REMOVE(&q, r, entry);
+		req_maybe_done(r);
+	}
+	nbd_server_flush(srv);
+}
+
+/* Finish a write-type request from the loop, not from inside a walk. */
+static void
+dl_defer(struct nbd_req *r)
+{
+	if (dl_ev == NULL && (dl_ev = event_new(base, -1, 0, dl_later_cb,
+	    NULL)) == NULL)
+		fatalx("event_new");
+	TAILQ_INSERT_TAIL(&dl_later, r, entry);
+	event_active(dl_ev, EV_TIMEOUT, 0);
+}
+
+/* The attached store holds [off, off + len): every chunk pulled. */
+static int
+dl_local(uint64_t off, uint32_t len)
+{
+	uint64_t	c;
+
+	if (dl_state == DL_NORMAL)
+		return 1;
+	if (dl_state != DL_ATTACHING || dl_chunks == NULL)
+		return 0;
+	for (c = off / REPL_CHUNK; c <= (off + len - 1) / REPL_CHUNK; c++)
+		if (dl_chunks[c] != 2)
+			return 0;
+	return 1;
+}
+
+/* Detach the store: from now on the peer serves. */
+static void
+dl_detach(const char *why, int e)
+{
+	struct peer	*p = dl_peer();
+	int		 fds[2], i;
+
+	if (dl_pipe == -1) {
+		if (pipe2(fds, O_CLOEXEC) == -1)
+			fatal("pipe");
+		close(fds[1]);
+		dl_pipe = fds[0];
+	}
+	/* Workers in flight finish on the old file; new I/O fails. */
+	if (dup3(dl_pipe, devfd, O_CLOEXEC) == -1)
+		fatal("dup3");
+	dl_state = DL_DISKLESS;
+	dl_gen++;
+	dl_detaches++;
+	for (i = 0; i < DL_PULLS; i++)
+		if (dl_pulls[i].state != DP_WRITE)
+			dl_pulls[i].state = DP_FREE;
+	free(dl_chunks);
+	dl_chunks = NULL;
+	m->flags &= ~(META_F_CONSISTENT | META_F_UPTODATE);
+	bm_gen++;
+	meta_commit();
+	log_warnx("%s: %s%s%s; detached, serving through peer %s", devpath,
+	    why, e ? ": " : "", e ? strerror(e) : "", p != NULL ? p->name :
+	    "-");
+	emit("detach", "reason=\"%s%s%s\" peer=%s", why, e ? ": " : "",
+	    e ? strerror(e) : "", p != NULL ? p->name : "-");
+	retry_writes();		/* writes that waited for a pull */
+}
+
+/*
+ * A local request failed with e: 1 if the store is (now) detached and
+ * the caller goes on through the peer, 0 if the error goes to the client.
+ */
+static int
+dl_io_failed(struct nbd_req *r, int e)
+{
+	static const char *what[] = { "read error", "write error", "?",
+	    "flush error", "trim error", "?", "write-zeroes error" };
+
+	if (!primary || dl_peer() == NULL)
+		return 0;
+	if (dl_state == DL_ATTACHING && r->fd != DL_GEN())
+		return 1;	/* from the store detached before */
+	if (dl_state != DL_DISKLESS)
+		dl_detach(r->type < nitems(what) ? what[r->type] : "error", e);
+	return 1;
+}
+
+/* Which store a local job goes to: an error of a detached one is old. */
+static void
+dl_mark(struct nbd_req *r)
+{
+	r->fd = DL_GEN();
+}
+
+/* "detach": stop using the store, as if it had failed. */
+static void
+dl_detach_cmd(struct evbuffer *out)
+{
+	if (dl_state == DL_DISKLESS) {
+		evbuffer_add_printf(out, "error: detach: already detached\n");
+		return;
+	}
+	if (!primary || dl_peer() == NULL) {
+		evbuffer_add_printf(out, "error: detach: %s\n", !primary ?
+		    "not primary" : "no up-to-date sync peer to serve through");
+		return;
+	}
+	dl_detach("detach command", 0);
+	evbuffer_add_printf(out, "ok\n");
+}
+
+/* submit: without the store and without a peer, hold or fail. */
+static int
+dl_hold(struct nbd_req *r)
+{
+	if (dl_state == DL_NORMAL || dl_peer() != NULL)
+		return 0;
+	if (qmode == Q_SUSPEND) {
+		TAILQ_INSERT_TAIL(&held, r, entry);
+		nheld++;
+		return 1;
+	}
+	nbd_req_done(r, EIO);
+	return 1;
+}
+
+static int
+dl_send_read(struct peer *p, struct nbd_req *r, struct dlpull *pl,
+    uint64_t off, uint32_t len)
+{
+	struct dlrd	*q;
+	unsigned char	 b[REPL_READ_SIZE];
+
+	if ((q = calloc(1, sizeof(*q))) == NULL)
+		fatal("calloc");
+	q->p = p;
+	q->pgen = p->gen;
+	q->gen = dl_gen;
+	q->id = ++dl_id;
+	q->off = off;
+	q->len = len;
+	q->r = r;
+	q->pull = pl;
+	if (link_send(p->link, REPL_READ, b, repl_read_enc(b, q->id, off,
+	    len)) == -1) {
+		log_warn("peer %s: read", p->name);
+		free(q);
+		return -1;
+	}
+	TAILQ_INSERT_TAIL(&dl_rds, q, entry);
+	return 0;
+}
+
+/* Every piece of an application read is in (or lost). */
+static void
+dl_read_done(struct nbd_req *r)
+{
+	disk_inflight--;
+	if (r->state == DL_LOST && qmode == Q_SUSPEND) {
+		TAILQ_INSERT_TAIL(&held, r, entry);
+		nheld++;
+		return;
+	}
+	if (r->lerr != 0)
+		io_error(r, r->lerr);
+	nbd_req_done(r, r->lerr);
+}
+
+/* An application read through the peer (counted in disk_inflight). */
+static void
+dl_read_peer(struct nbd_req *r)
+{
+	struct peer	*p = dl_peer();
+	uint64_t	 off, end = r->offset + r->len;
+	uint32_t	 n;
+
+	r->acks = 0;
+	r->lerr = 0;
+	r->state = 0;
+	if (p == NULL) {
+		r->state = DL_LOST;
+		r->lerr = EIO;
+	}
+	for (off = r->offset; p != NULL && off < end; off += n) {
+		n = end - off < REPL_CHUNK ? end - off : REPL_CHUNK;
+		if (dl_send_read(p, r, NULL, off, n) == -1) {
+			r->lerr = EIO;
+			break;
+		}
+		r->acks++;
+	}
+	if (r->acks == 0)
+		dl_read_done(r);
+}
+
+/* submit: a read the attached store cannot answer yet goes to the peer. */
+static int
+dl_read(struct nbd_req *r)
+{
+	if (r->len == 0 || dl_local(r->offset, r->len))
+		return 0;
+	dl_reads_n++;
+	dl_read_peer(r);
+	return 1;
+}
+
+/* submit, retry_writes: a write-type request while not attached. */
+static int
+dl_write(struct nbd_req *r)
+{
+	if (dl_state == DL_NORMAL)
+		return 0;
+	if (dl_peer() == NULL) {
+		/* Its only copy would be nowhere. */
+		r->local_done = 1;
+		r->lerr = EIO;
+		dl_defer(r);
+		return 1;
+	}
+	repl_write(r);
+	if (dl_state == DL_ATTACHING) {
+		start_chunk(r);
+		return 1;
+	}
+	r->local_done = 1;
+	if (r->acks == 0) {
+		r->lerr = EIO;
+		dl_defer(r);
+	}
+	return 1;
+}
+
+/* submit: a FLUSH while diskless is the peer's (sent already). */
+static int
+dl_flush(struct nbd_req *r)
+{
+	if (dl_state != DL_DISKLESS)
+		return 0;
+	r->local_done = 1;
+	if (r->acks == 0) {
+		r->lerr = EIO;
+		req_maybe_done(r);
+	}
+	return 1;
+}
+
+/* blocked: a write waits for a pull under way on its range. */
+static int
+dl_blocks(struct nbd_req *r)
+{
+	struct dlpull	*pl;
+	int		 i;
+
+	for (i = 0; i < DL_PULLS; i++) {
+		pl = &dl_pulls[i];
+		/* A write of an older attach still writes, too. */
+		if (((pl->state == DP_READ && pl->gen == dl_gen) ||
+		    pl->state == DP_WRITE) && r->offset < pl->off + pl->len &&
+		    pl->off < r->offset + r->len)
+			return 1;
+	}
+	return 0;
+}
+
+static void	dl_check_done(void);
+
+static void
+dl_done_sync(struct ioq_job *j)
+{
+	struct peer	*p = dl_peer();
+
+	disk_inflight--;
+	dl_syncing = 0;
+	if (dl_state != DL_ATTACHING)
+		return;
+	if (dl_sync_gen != dl_gen) {
+		/* Detached and attached again meanwhile. */
+		dl_check_done();
+		return;
+	}
+	if (j->err != 0) {
+		dl_detach("sync error on the attached store", j->err);
+		return;
+	}
+	dl_state = DL_NORMAL;
+	free(dl_chunks);
+	dl_chunks = NULL;
+	m->flags |= META_F_CONSISTENT | META_F_UPTODATE;
+	bm_gen++;
+	meta_commit();
+	log_info("%s: attached and in sync, %" PRIu64 " bytes from peer %s",
+	    devpath, dl_pulled, p != NULL ? p->name : "-");
+	emit("resync-done", "peer=%s role=attach received_bytes=%" PRIu64,
+	    p != NULL ? p->name : "-", dl_pulled);
+}
+
+static void
+dl_work_sync(struct ioq_job *j)
+{
+	j->err = fdatasync(devfd) == -1 ? errno : 0;
+}
+
+/* Every range pulled and written: sync the store, then we are whole. */
+static void
+dl_check_done(void)
+{
+	uint64_t	c;
+	int		i;
+
+	if (dl_state != DL_ATTACHING || dl_syncing)
+		return;
+	for (i = 0; i < DL_PULLS; i++)
+		if (dl_pulls[i].state != DP_FREE)
+			return;
+	for (c = 0; c < dl_nchunks; c++)
+		if (dl_chunks[c] != 2)
+			return;
+	dl_syncing = 1;
+	dl_sync_gen = dl_gen;
+	dl_syncjob.work = dl_work_sync;
+	dl_syncjob.done = dl_done_sync;
+	dl_syncjob.slow = 1;
+	disk_inflight++;
+	ioq_submit(ioq, &dl_syncjob);
+}
+
+/* Start a pull unless a write in flight overlaps it. */
+static void
+dl_pull_start(struct dlpull *pl)
+{
+	struct nbd_req	*o;
+	struct peer	*p = dl_peer();
+	int		 i;
+
+	TAILQ_FOREACH(o, &wlist, wentry)
+		if (o->offset < pl->off + pl->len && pl->off < o->offset +
+		    o->len)
+			return;
+	for (i = 0; i < DL_PULLS; i++)
+		if (dl_pulls[i].state == DP_WRITE && dl_pulls[i].off ==
+		    pl->off)
+			return;	/* of an older attach */
+	if (p == NULL || dl_send_read(p, NULL, pl, pl->off, pl->len) == -1) {
+		dl_chunks[pl->off / REPL_CHUNK] = 0;
+		dl_next = 0;
+		pl->state = DP_FREE;
+		return;
+	}
+	pl->state = DP_READ;
+}
+
+static void
+dl_pull_next(void)
+{
+	struct dlpull	*pl;
+	int		 i;
+
+	if (dl_state != DL_ATTACHING || dl_peer() == NULL)
+		return;
+	for (i = 0; i < DL_PULLS; i++) {
+		pl = &dl_pulls[i];
+		if (pl->state != DP_FREE)
+			continue;
+		while (dl_next < dl_nchunks && dl_chunks[dl_next] != 0)
+			dl_next++;
+		if (dl_next >= dl_nchunks)
+			break;
+		if (pl->buf == NULL && (pl->buf = malloc(REPL_CHUNK)) == NULL)
+			fatal("malloc");
+		pl->off = dl_next * REPL_CHUNK;
+		pl->len = m->size - pl->off < REPL_CHUNK ? m->size - pl->off :
+		    REPL_CHUNK;
+		pl->gen = dl_gen;
+		dl_chunks[dl_next++] = 1;
+		pl->state = DP_WAIT;
+		dl_pull_start(pl);
+	}
+	dl_check_done();
+}
+
+/* finish_write: pulls that waited for writes may go now. */
+static void
+dl_retry(void)
+{
+	int	i;
+
+	if (dl_state != DL_ATTACHING)
+		return;
+	for (i = 0; i < DL_PULLS; i++)
+		if (dl_pulls[i].state == DP_WAIT)
+			dl_pull_start(&dl_pulls[i]);
+	dl_pull_next();
+}
+
+static void
+dl_work_pull(struct ioq_job *j)
+{
+	struct dlpull	*pl = (struct dlpull *)(void *)j;
+	uint32_t	 done = 0;
+	ssize_t		 n;
+
+	pl->err = 0;
+	while (done < pl->len) {
+		n = pwrite(devfd, pl->buf + done, pl->len - done,
+		    pl->off + done);
+		if (n == -1 && errno == EINTR)
+			continue;
+		if (n == -1) {
+			j->err = errno;
+			return;
+		}
+		done += n;
+	}
+}
+
+static void
+dl_done_pull(struct ioq_job *j)
+{
+	struct dlpull	*pl = (struct dlpull *)(void *)j;
+
+	disk_inflight--;
+	pl->state = DP_FREE;
+	if (pl->gen != dl_gen || dl_state != DL_ATTACHING)
+		;
+	else if (j->err != 0)
+		dl_detach("write error on the attached store", j->err);
+	else {
+		dl_chunks[pl->off / REPL_CHUNK] = 2;
+		dl_pulled += pl->len;
+	}
+	retry_writes();
+	dl_retry();
+	update_eager();
+}
+
+/* A pull's data came: write it to the attached store. */
+static void
+dl_pull_data(struct dlpull *pl, uint32_t e, const unsigned char *data)
+{
+	if (e != 0) {
+		dl_chunks[pl->off / REPL_CHUNK] = 0;
+		pl->state = DP_FREE;
+		dl_detach("the peer could not read for the resync", e);
+		return;
+	}
+	memcpy(pl->buf, data, pl->len);
+	pl->state = DP_WRITE;
+	pl->job.work = dl_work_pull;
+	pl->job.done = dl_done_pull;
+	pl->job.err = 0;
+	pl->job.slow = 1;
+	disk_inflight++;
+	ioq_submit(ioq, &pl->job);
+}
+
+/* peer_down: its reads are lost (held again), pulls start over later. */
+static void
+dl_peer_down(struct peer *p)
+{
+	struct dlrd	*q, *tmp;
+	struct nbd_req	*r;
+	int		 i;
+
+	TAILQ_FOREACH_SAFE(q, &dl_rds, entry, tmp) {
+		if (q->p != p)
+			continue;
+		TAILQ_REMOVE(&dl_rds, q, entry);
+		if ((r = q->r) != NULL) {
+			r->state = DL_LOST;
+			r->lerr = EIO;
+			if (--r->acks == 0)
+				dl_read_done(r);
+		}
+		free(q);
+	}
+	if (dl_state != DL_ATTACHING)
+		return;
+	for (i = 0; i < DL_PULLS; i++)
+		if (dl_pulls[i].state == DP_WAIT ||
+		    dl_pulls[i].state == DP_READ) {
+			dl_chunks[dl_pulls[i].off / REPL_CHUNK] = 0;
+			dl_pulls[i].state = DP_FREE;
+		}
+	dl_next = 0;
+	retry_writes();
+}
+
+/* peer_down: a sync peer's acknowledgement is our only copy. */
+static int
+dl_keep_gi(struct peer *p)
+{
+	return dl_state != DL_NORMAL && !p->async;
+}
+
+static void
+dl_work_read(struct ioq_job *j)
+{
+	struct rjob	*rj = (struct rjob *)(void *)j;
+
+	j->err = read_full(rj->data + REPL_READ_DATA_HDR, rj->len, rj->off);
+}
+
+static void
+dl_done_read(struct ioq_job *j)
+{
+	struct rjob	*rj = (struct rjob *)(void *)j;
+	struct peer	*p = rj->p;
+
+	disk_inflight--;
+	if (p->gen == rj->gen && p->link != NULL) {
+		repl_rdata_enc(rj->data, rj->seq, j->err);
+		link_send(p->link, REPL_READ_DATA, rj->data,
+		    REPL_READ_DATA_HDR + (j->err == 0 ? rj->len : 0));
+	}
+	free(rj);
+}
+
+/* READ and READ_DATA from p; -1 drops the link. */
+static int
+dl_message(struct peer *p, unsigned type, const void *buf, size_t len)
+{
+	const unsigned char	*data;
+	unsigned char		 b[REPL_READ_DATA_HDR];
+	struct rjob		*rj;
+	struct dlrd		*q;
+	struct nbd_req		*r;
+	uint64_t		 id, off;
+	uint32_t		 n, e;
+	size_t			 dn;
+
+	if (type == REPL_READ) {
+		if (repl_read_dec(buf, len, m->size, &id, &off, &n) == -1)
+			return -1;
+		if (primary || p->st != PS_UPTODATE || dl_state != DL_NORMAL ||
+		    !(m->flags & META_F_UPTODATE)) {
+			link_send(p->link, REPL_READ_DATA, b,
+			    repl_rdata_enc(b, id, EIO));
+			return 0;
+		}
+		if ((rj = calloc(1, sizeof(*rj) + REPL_READ_DATA_HDR + n)) ==
+		    NULL)
+			fatal("calloc");
+		rj->p = p;
+		rj->gen = p->gen;
+		rj->seq = id;
+		rj->off = off;
+		rj->len = n;
+		rj->job.work = dl_work_read;
+		rj->job.done = dl_done_read;
+		rj->job.slow = 1;
+		disk_inflight++;
+		ioq_submit(ioq, &rj->job);
+		return 0;
+	}
+	if (repl_rdata_dec(buf, len, &id, &e, &data, &dn) == -1)
+		return -1;
+	TAILQ_FOREACH(q, &dl_rds, entry)
+		if (q->id == id && q->p == p && q->pgen == p->gen)
+			break;
+	if (q == NULL || (e == 0 && dn != q->len))
+		return -1;
+	TAILQ_REMOVE(&dl_rds, q, entry);
+	if ((r = q->r) != NULL) {
+		if (e != 0)
+			r->lerr = e;
+		else {
+			memcpy(r->buf + (q->off - r->offset), data, dn);
+			dl_read_bytes += dn;
+		}
+		if (--r->acks == 0)
+			dl_read_done(r);
+		nbd_server_flush(srv);
+	} else if (q->gen == dl_gen && q->pull->gen == dl_gen &&
+	    q->pull->state == DP_READ)
+		dl_pull_data(q->pull, e, data);
+	free(q);
+	return 0;
+}
+
+/* "attach DEVICE": a replacement store, pulled in the background. */
+static void
+dl_attach(struct evbuffer *out, const char *path)
+{
+	struct peer	*p;
+	uint64_t	 size;
+	int		 fd;
+
+	if (dl_state != DL_DISKLESS) {
+		evbuffer_add_printf(out, "error: attach: the store is not "
+		    "detached (disk=%s)\n", disk_state());
+		return;
+	}
+	if ((p = dl_peer()) == NULL) {
+		evbuffer_add_printf(out, "error: attach %.200s: no up-to-date "
+		    "sync peer to resync from\n", path);
+		return;
+	}
+	if ((fd = open(path, O_RDWR | O_CLOEXEC)) == -1 ||
+	    store_size(fd, &size) == -1) {
+		evbuffer_add_printf(out, "error: attach %.200s: %s\n", path,
+		    strerror(errno));
+		if (fd != -1)
+			close(fd);
+		return;
+	}
+	if (size < m->size) {
+		evbuffer_add_printf(out, "error: attach %.200s: %" PRIu64
+		    " bytes, fewer than the resource's %" PRIu64 "\n", path,
+		    size, m->size);
+		close(fd);
+		return;
+	}
+	if (dup3(fd, devfd, O_CLOEXEC) == -1)
+		fatal("dup3");
+	close(fd);
+	free(dl_device);
+	if ((dl_device = strdup(path)) == NULL)
+		fatal("strdup");
+	devpath = dl_device;
+	dl_nchunks = (m->size + REPL_CHUNK - 1) / REPL_CHUNK;
+	if ((dl_chunks = calloc(dl_nchunks, 1)) == NULL)
+		fatal("calloc");
+	dl_next = dl_pulled = 0;
+	dl_state = DL_ATTACHING;
+	dl_gen++;
+	log_info("%s: attached, %" PRIu64 " bytes to pull from peer %s",
+	    path, m->size, p->name);
+	emit("attached", "device=%s size=%" PRIu64 " peer=%s", path,
+	    m->size, p->name);
+	evbuffer_add_printf(out, "ok\n");
+	dl_pull_next();
+}
+
+static const char *
+dl_disk_state(void)
+{
+	return dl_state == DL_DISKLESS ? "diskless" : NULL;
+}
+
+static void
+dl_status(struct evbuffer *o)
+{
+	static const char *names[] = { "attached", "detached", "attaching" };
+
+	evbuffer_add_printf(o, "store=%s\nstore_path=%s\nstore_detaches=%"
+	    PRIu64 "\npeer_reads=%" PRIu64 "\npeer_read_bytes=%" PRIu64
+	    "\nattach_pulled_bytes=%" PRIu64 "\nattach_total_bytes=%" PRIu64
+	    "\n", names[dl_state], devpath, dl_detaches, dl_reads_n,
+	    dl_read_bytes, dl_pulled, dl_state == DL_ATTACHING ? m->size : 0);
+}
+
 static void
 on_message(struct link *l, unsigned type, const void *buf, size_t len)
 {
@@ -2637,6 +3428,11 @@ on_message(struct link *l, unsigned type, const void *buf, size_t len)
 		if (rs_message(p, type, buf, len) == -1)
 			goto bad;
 		return;
+	case REPL_READ:
+	case REPL_READ_DATA:
+		if (dl_message(p, type, buf, len) == -1)
+			goto bad;
+		return;
 	case REPL_ACK:
 		if (repl_ack_dec(buf, len, &seq, &e) == -1)
 			goto bad;
@@ -2647,7 +3443,8 @@ on_message(struct link *l, unsigned type, const void *buf, size_t len)
 				mark_oos(p, pd->off, pd->len);
 			if (pd->r != NULL) {
 				pd->r->acks--;
-				if (e != 0 && pd->flush)
+				if (e != 0 && (pd->flush ||
+				    dl_state != DL_NORMAL))
 					pd->r->lerr = e;
 				req_maybe_done(pd->r);
 			}
@@ -3354,6 +4151,8 @@ set_role(int p)
 static const char *
 disk_state(void)
 {
+	if (dl_disk_state() != NULL)
+		return dl_disk_state();
 	if (m->flags & META_F_UPTODATE)
 		return "uptodate";
 	if (m->flags & META_F_CONSISTENT)
@@ -3374,6 +4173,7 @@ status(struct evbuffer *o)
 	    m->node, primary ? "primary" : "secondary", disk_state(), m->size,
 	    nbd_server_conns(srv), st->conns_total, disk_inflight);
 	evbuffer_add_printf(o, "write_lat_usec=%" PRIu64 "\n", wlat_ewma);
+	dl_status(o);
 	evbuffer_add_printf(o, "reads=%" PRIu64 "\nwrites=%" PRIu64
 	    "\nflushes=%" PRIu64 "\ntrims=%" PRIu64 "\nzeroes=%" PRIu64
 	    "\nread_bytes=%" PRIu64 "\nwritten_bytes=%" PRIu64
@@ -3494,6 +4294,15 @@ ctl_read(struct bufferevent *bev, void *arg)
 			}
 			set_role(1);
 			evbuffer_add_printf(out, "ok\n");
+		} else if (strncmp(line, "attach ", 7) == 0) {
+			dl_attach(out, line + 7);
+		} else if (strcmp(line, "detach") == 0) {
+			dl_detach_cmd(out);
+		} else if (dl_state != DL_NORMAL &&
+		    (strncmp(line, "sync ", 5) == 0 ||
+		    strncmp(line, "verify ", 7) == 0)) {
+			evbuffer_add_printf(out, "error: %.64s: this node's "
+			    "store is detached or not yet resynced\n", line);
 		} else if (strncmp(line, "oos ", 4) == 0) {
 			rs_oos(out, line + 4);
 		} else if (strncmp(line, "sync ", 5) == 0 ||
@@ -3578,7 +4387,7 @@ finish(void)
 {
 	int	rv = EXIT_OK;
 
-	if (fdatasync(devfd) == -1) {
+	if (dl_disk_state() == NULL && fdatasync(devfd) == -1) {
 		log_warn("%s", devpath);
 		rv = EXIT_SYS;
 	}

@@ -76,11 +76,11 @@ static void
 usage(void)
 {
 	fprintf(stderr,
-	    "usage: resyncd [-qv] [-d fd] [-m data|csum] [-r rate] "
-	    "[-w window] -c ctlsock\n"
-	    "       resyncd sync [-q] [-m data|csum] [-r rate] [-w window] "
+	    "usage: resyncd [-v] [-d fd] [-M data|csum] [-R rate] "
+	    "[-W window] -c ctlsock\n"
+	    "       resyncd sync [-M data|csum] [-R rate] [-W window] "
 	    "-c ctlsock peer\n"
-	    "       resyncd verify [-fq] [-r rate] [-w window] -c ctlsock "
+	    "       resyncd verify [-f] [-R rate] [-W window] -c ctlsock "
 	    "peer\n"
 	    "       resyncd send [-v] [-O offset] [-n node] [-z level] "
 	    "-k keyfile device\n"
@@ -1097,30 +1097,27 @@ rs_opts(struct rsjob *j, int ch, const char *arg)
 	case 'c':
 		j->ctl = arg;
 		break;
-	case 'm':
+	case 'M':
 		j->mode_set = 1;
 		if (strcmp(arg, "data") == 0)
 			j->kind = 0;
 		else if (strcmp(arg, "csum") == 0)
 			j->kind = 1;
 		else
-			errx(EXIT_USAGE, "-m %s: data or csum", arg);
+			errx(EXIT_USAGE, "-M %s: data or csum", arg);
 		break;
-	case 'q':
-		j->quiet = 1;
-		break;
-	case 'r':
+	case 'R':
 		if ((e = parse_size(arg, &v)) != NULL)
-			errx(EXIT_USAGE, "-r %s: %s", arg, e);
+			errx(EXIT_USAGE, "-R %s: %s", arg, e);
 		if (v < 4096)
-			errx(EXIT_USAGE, "-r %s: less than 4K a second", arg);
+			errx(EXIT_USAGE, "-R %s: less than 4K a second", arg);
 		j->fixed_rate = v;
 		break;
-	case 'w':
+	case 'W':
 		if ((e = parse_size(arg, &v)) != NULL)
-			errx(EXIT_USAGE, "-w %s: %s", arg, e);
+			errx(EXIT_USAGE, "-W %s: %s", arg, e);
 		if (v < 1 || v > 128)
-			errx(EXIT_USAGE, "-w %s: not in 1..128", arg);
+			errx(EXIT_USAGE, "-W %s: not in 1..128", arg);
 		j->window = v;
 		break;
 	default:
@@ -1136,7 +1133,7 @@ cmd_sync(int argc, char *argv[], int verify)
 
 	memset(&j, 0, sizeof(j));
 	j.window = RS_WINDOW;
-	while ((ch = getopt(argc, argv, verify ? "c:fqr:w:" : "c:m:qr:w:")) !=
+	while ((ch = getopt(argc, argv, verify ? "c:fR:W:" : "c:M:R:W:")) !=
 	    -1) {
 		if (ch == 'f')
 			j.fix = 1;
@@ -1180,7 +1177,7 @@ cmd_daemon(int argc, char *argv[])
 
 	memset(&j, 0, sizeof(j));
 	j.window = RS_WINDOW;
-	while ((ch = getopt(argc, argv, "c:d:m:qr:vw:")) != -1) {
+	while ((ch = getopt(argc, argv, "c:d:M:R:vW:")) != -1) {
 		switch (ch) {
 		case 'd':
 			if ((e = parse_fd(optarg, &rfd)) != NULL)
@@ -1195,7 +1192,6 @@ cmd_daemon(int argc, char *argv[])
 	}
 	if (argc != optind || j.ctl == NULL)
 		usage();
-	j.quiet = j.quiet || !isatty(STDOUT_FILENO) ? j.quiet : 0;
 	log_init("resyncd", verbose);
 	memset(&sa, 0, sizeof(sa));
 	sa.sa_handler = on_stop;

@@ -277,3 +277,51 @@ repl_id_dec(const unsigned char *b, size_t len, uint64_t *id)
 	*id = get_be64(b);
 	return 0;
 }
+
+/* READ: a range of the receiver's store, at most REPL_CHUNK bytes. */
+size_t
+repl_read_enc(unsigned char *b, uint64_t id, uint64_t off, uint32_t len)
+{
+	put_be64(b, id);
+	put_be64(b + 8, off);
+	put_be32(b + 16, len);
+	return REPL_READ_SIZE;
+}
+
+int
+repl_read_dec(const unsigned char *b, size_t len, uint64_t size,
+    uint64_t *id, uint64_t *off, uint32_t *n)
+{
+	if (len != REPL_READ_SIZE)
+		return -1;
+	*id = get_be64(b);
+	*off = get_be64(b + 8);
+	*n = get_be32(b + 16);
+	if (*n == 0 || *n > REPL_CHUNK || *off > size || *n > size - *off)
+		return -1;
+	return 0;
+}
+
+/* READ_DATA: the header; the data (when no error) follows it. */
+size_t
+repl_rdata_enc(unsigned char *b, uint64_t id, uint32_t err)
+{
+	put_be64(b, id);
+	put_be32(b + 8, err);
+	return REPL_READ_DATA_HDR;
+}
+
+int
+repl_rdata_dec(const unsigned char *b, size_t len, uint64_t *id,
+    uint32_t *err, const unsigned char **data, size_t *n)
+{
+	if (len < REPL_READ_DATA_HDR)
+		return -1;
+	*id = get_be64(b);
+	*err = get_be32(b + 8);
+	*data = b + REPL_READ_DATA_HDR;
+	*n = len - REPL_READ_DATA_HDR;
+	if (*n > REPL_CHUNK || (*err != 0 && *n != 0))
+		return -1;
+	return 0;
+}

@@ -13,6 +13,10 @@
  *	FLUSH	seq, epoch, flags
  *	ACK	seq, error (0 or an errno); for async peers cumulative
  *
+ * Diskless (a primary whose store failed reads through its sync peer):
+ *	READ	id, offset, length: read from the receiver's store
+ *	READ_DATA id, error (0 or an errno) [, the data when 0]
+ *
  * Resync, between a sync source and its target (see blkmirror(8)):
  *	BITMAP	offset into the sender's dirty bitmap for the receiver,
  *		flags (LAST: the sender's bitmap is complete), bitmap bytes
@@ -52,6 +56,8 @@ enum repl_type {
 	REPL_RS_FLUSH,
 	REPL_RS_ACK,
 	REPL_RS_DONE,
+	REPL_READ,
+	REPL_READ_DATA,
 	REPL_SB = 32,
 };
 
@@ -89,6 +95,8 @@ enum repl_type {
 #define REPL_RS_DIFF_HDR	(8 + 4)
 #define REPL_RS_DIFF_MAX	(REPL_RS_DIFF_HDR + REPL_RS_BLOCKS / 8)
 #define REPL_ID_SIZE		8
+#define REPL_READ_SIZE		(8 + 8 + 4)
+#define REPL_READ_DATA_HDR	(8 + 4)
 
 struct repl_hello {
 	uint32_t	 version;
@@ -144,5 +152,11 @@ int	 repl_diff_dec(const unsigned char *, size_t, uint64_t *, uint32_t *,
 	    const unsigned char **);
 size_t	 repl_id_enc(unsigned char *, uint64_t);
 int	 repl_id_dec(const unsigned char *, size_t, uint64_t *);
+size_t	 repl_read_enc(unsigned char *, uint64_t, uint64_t, uint32_t);
+int	 repl_read_dec(const unsigned char *, size_t, uint64_t, uint64_t *,
+	    uint64_t *, uint32_t *);
+size_t	 repl_rdata_enc(unsigned char *, uint64_t, uint32_t);
+int	 repl_rdata_dec(const unsigned char *, size_t, uint64_t *,
+	    uint32_t *, const unsigned char **, size_t *);
 
 #endif /* REPL_H */

@@ -96,6 +96,6 @@ setup() {
 	run -100 --separate-stderr resyncd send -O 100 -k "$d/key" "$d/src"
 	[ "$stderr" = "resyncd: -O 100: not a multiple of 4096" ]
 	run -100 --separate-stderr resyncd frob
-	[ "${stderr_lines[0]}" = "usage: resyncd [-qv] [-d fd] [-m data|csum] [-r rate] [-w window] -c ctlsock" ]
+	[ "${stderr_lines[0]}" = "usage: resyncd [-v] [-d fd] [-M data|csum] [-R rate] [-W window] -c ctlsock" ]
 	[ "${stderr_lines[3]}" = "       resyncd send [-v] [-O offset] [-n node] [-z level] -k keyfile device" ]
 }

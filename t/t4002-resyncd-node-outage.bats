@@ -123,7 +123,7 @@ teardown() {
 	run -0 qemu-io -f raw -c "write -P 0x5a 1M 1M" "$(cl_uri a)"
 	cl_start b
 	cl_wait a peer.b.resync source
-	run -0 resyncd sync -q -m csum -c "$C/a/ctl.sock" b
+	run -0 resyncd sync -M csum -c "$C/a/ctl.sock" b
 	cl_wait a peer.b.state uptodate
 	[ "$(cl_sum a)" = "$(cl_sum b)" ]
 	sent=$(cl_status a peer.b.resync_sent_bytes)

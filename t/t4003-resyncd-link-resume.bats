@@ -55,12 +55,12 @@ progress() {
 	echo "dirty: $dirty bytes" >&3
 	[ "$dirty" -gt $((8 << 20)) ]
 	# slow enough to be caught in the middle
-	start_daemon rsa resyncd -r 4M -c "$C/a/ctl.sock"
+	start_daemon rsa resyncd -R 4M -c "$C/a/ctl.sock"
 	wait_for 20 eval '[ "$(progress a b)" -ge 25 ]'
 	kill_daemon rsa KILL || true
 	p1=$(progress a b)
 	echo "resyncd killed at $p1%" >&3
-	start_daemon rsa resyncd -r 4M -c "$C/a/ctl.sock"
+	start_daemon rsa resyncd -R 4M -c "$C/a/ctl.sock"
 	wait_for 20 eval '[ "$(progress a b)" -ge 60 ]'
 	# the resync goes on from where it stopped, not from 0
 	[ "$(progress a b)" -ge "$p1" ]
@@ -83,7 +83,7 @@ progress() {
 @test "a fixed rate is kept; a terminal gets a progress bar" {
 	cl_up
 	b_behind 8
-	run -0 resyncd sync -r 2M -c "$C/a/ctl.sock" b
+	run -0 resyncd sync -R 2M -c "$C/a/ctl.sock" b
 	last=${lines[-1]}
 	echo "$last" >&3
 	[[ "$last" =~ resync-done\ peer=b\ done_bytes=([0-9]+)\ .*\ rate=([0-9]+) ]]
@@ -92,7 +92,7 @@ progress() {
 	[ "${BASH_REMATCH[2]}" -le $((5 << 19)) ]
 	# a terminal: a bar that ends at 100%
 	b_behind 2
-	run -0 script -qec "resyncd sync -r 1M -c '$C/a/ctl.sock' b" /dev/null
+	run -0 script -qec "resyncd sync -R 1M -c '$C/a/ctl.sock' b" /dev/null
 	[[ "$output" =~ resync\ a\ b\ \[#+\.*\]\ +[0-9]+%\ .*ETA ]]
 	[[ "$output" =~ \[##############################\]\ 100% ]]
 	cl_wait a peer.b.state uptodate

@@ -18,25 +18,27 @@ teardown() {
 @test "verify finds blocks changed behind blkmirror's back; -f repairs them" {
 	cl_up
 	dirty a 4
-	run -0 resyncd verify -q -c "$C/a/ctl.sock" b
-	[ "$output" = "verify peer=b checked_bytes=67108864 differ_blocks=0" ]
+	run -0 resyncd verify -c "$C/a/ctl.sock" b
+	[ "${lines[-1]}" = "verify peer=b checked_bytes=67108864 differ_blocks=0" ]
 	# 5 blocks of b's store change under it, outside fio's 32 MiB
 	for o in 12288 12290 12800 16000 16383; do
 		dd if=/dev/urandom of="$C/b/disk" bs=4k seek=$o count=1 \
 		    conv=notrunc status=none
 	done
 	fio_bg fio1 a 4
-	run -1 resyncd verify -q -c "$C/a/ctl.sock" b
-	[ "$output" = "verify peer=b checked_bytes=67108864 differ_blocks=5" ]
+	run -1 resyncd verify -c "$C/a/ctl.sock" b
+	[ "${lines[-1]}" = "verify peer=b checked_bytes=67108864 differ_blocks=5" ]
+	[[ "${lines[-2]}" =~ \ a\ verify-done\ peer=b\ done_bytes=67108864\  ]]
 	[ "$(cl_status a peer.b.oos_bytes)" = $((5 * 4096)) ]
 	[ "$(cl_status a peer.b.verify_differ_blocks)" = 5 ]
-	run -0 resyncd verify -f -q -c "$C/a/ctl.sock" b
-	[ "${lines[0]}" = "verify peer=b checked_bytes=67108864 differ_blocks=5" ]
+	run -0 resyncd verify -f -c "$C/a/ctl.sock" b
+	printf '%s\n' "${lines[@]}" | grep -qx "verify peer=b checked_bytes=67108864 differ_blocks=5"
+	[[ "${lines[-1]}" =~ \ a\ resync-done\ peer=b\ done_bytes=20480\  ]]
 	[ "$(cl_status a peer.b.oos_bytes)" = 0 ]
 	wait_bg fio1
 	[ "$(cl_sum a)" = "$(cl_sum b)" ]
-	run -0 resyncd verify -q -c "$C/a/ctl.sock" b
-	[ "$output" = "verify peer=b checked_bytes=67108864 differ_blocks=0" ]
+	run -0 resyncd verify -c "$C/a/ctl.sock" b
+	[ "${lines[-1]}" = "verify peer=b checked_bytes=67108864 differ_blocks=0" ]
 }
 
 @test "verify: bad peers and ranges are refused with the reason" {

@@ -66,7 +66,7 @@ heal() {
 	[ "$(cl_status "$v" role)" = secondary ]
 	[ "$(cl_status "$v" disk)" = inconsistent ]
 	cl_wait "$s" peer.$v.resync source
-	run -0 resyncd sync -q -c "$C/$s/ctl.sock" "$v"
+	run -0 resyncd sync -c "$C/$s/ctl.sock" "$v"
 	cl_wait "$s" peer.$v.state uptodate
 	cl_wait "$v" peer.$s.state uptodate
 	[ "$(cl_status "$v" disk)" = uptodate ]
@@ -133,7 +133,7 @@ heal() {
 	cp "$C/b/disk" "$C/victim"
 	f=$(cl_status b peer.a.sb_savefile)
 	cl_wait a peer.b.resync source
-	run -0 resyncd sync -q -c "$C/a/ctl.sock" b
+	run -0 resyncd sync -c "$C/a/ctl.sock" b
 	cl_wait b peer.a.state uptodate
 	[ "$(cl_sum b)" = "$SUM_a" ]
 	cp "$C/b/disk" "$C/restored"

@@ -79,7 +79,7 @@ diverge() {
 	f=$(cl_status b peer.a.sb_savefile)
 	[ "$(cl_status b role)" = secondary ]
 	cl_wait a peer.b.resync source
-	run -0 resyncd sync -q -c "$C/a/ctl.sock" b
+	run -0 resyncd sync -c "$C/a/ctl.sock" b
 	cl_wait b peer.a.state uptodate
 	[ "$(cl_sum a)" = "$(cl_sum b)" ]
 	cp "$C/b/disk" "$C/restored"
@@ -100,7 +100,7 @@ diverge() {
 	[ "$output" = "victim=a survivor=b" ]
 	sb_wait_event b "split-brain-resolved peer=a victim=a savefile=$C/a/a-splitbrain-"
 	cl_wait b peer.a.resync source
-	run -0 resyncd sync -q -c "$C/b/ctl.sock" a
+	run -0 resyncd sync -c "$C/b/ctl.sock" a
 	cl_wait a peer.b.state uptodate
 	[ "$(cl_sum a)" = "$SUM_b" ]
 	[ "$(cl_status b role)" = primary ]
@@ -139,7 +139,7 @@ diverge() {
 	run -0 splitbrain resolve -c "$C/a/ctl.sock" --discard b
 	sb_wait_event a "split-brain-resolved peer=b victim=b savefile=$C/saves/b-splitbrain-"
 	cl_wait a peer.b.resync source
-	run -0 resyncd sync -q -c "$C/a/ctl.sock" b
+	run -0 resyncd sync -c "$C/a/ctl.sock" b
 	cl_wait b peer.a.state uptodate
 	[ "$(cl_sum a)" = "$(cl_sum b)" ]
 }
@@ -156,7 +156,7 @@ diverge() {
 	sed -n '/peer-disconnect peer=b/,$p' "$C/eva.out" >"$C/after"
 	run -1 grep -c "split-brain" "$C/after"
 	cl_wait a peer.b.resync source
-	run -0 resyncd sync -q -c "$C/a/ctl.sock" b
+	run -0 resyncd sync -c "$C/a/ctl.sock" b
 	cl_wait b peer.a.state uptodate
 	[ "$(cl_sum a)" = "$(cl_sum b)" ]
 	cp "$C/b/disk" "$C/restored"

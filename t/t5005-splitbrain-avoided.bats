@@ -57,7 +57,7 @@ up() {
 	[ "$(cl_status a suspended)" = 0 ]
 	[ "$(cl_status a role)" = secondary ]
 	cl_wait b peer.a.resync source
-	run -0 resyncd sync -q -c "$C/b/ctl.sock" a
+	run -0 resyncd sync -c "$C/b/ctl.sock" a
 	cl_wait a peer.b.state uptodate
 	[ "$(cl_sum a)" = "$(cl_sum b)" ]
 }
@@ -99,7 +99,7 @@ up() {
 	run -0 cl_status b disk
 	[ "$output" = inconsistent ]
 	cl_wait a peer.b.resync source
-	run -0 resyncd sync -q -c "$C/a/ctl.sock" b
+	run -0 resyncd sync -c "$C/a/ctl.sock" b
 	cl_wait b peer.a.state uptodate
 	# every block a wrote after b died, also those its bitmap on disk
 	# missed when it lost power (its activity log adds them)

@@ -175,6 +175,45 @@ test_resync(void)
 	ok(repl_id_dec(buf, n - 1, &id) == -1, "id: short refused");
 }
 
+static void
+test_read(void)
+{
+	const unsigned char	*dp;
+	uint64_t		 id, off;
+	uint32_t		 len, e;
+	size_t			 n, dn;
+
+	n = repl_read_enc(buf, 7, SIZE - REPL_CHUNK, REPL_CHUNK);
+	ok(n == REPL_READ_SIZE, "read: size");
+	ok(repl_read_dec(buf, n, SIZE, &id, &off, &len) == 0 && id == 7 &&
+	    off == SIZE - REPL_CHUNK && len == REPL_CHUNK, "read: round trip");
+	ok(repl_read_dec(buf, n - 1, SIZE, &id, &off, &len) == -1,
+	    "read: short refused");
+	ok(repl_read_dec(buf, n, SIZE - 4096, &id, &off, &len) == -1,
+	    "read: past the end refused");
+	repl_read_enc(buf, 7, 0, REPL_CHUNK + 4096);
+	ok(repl_read_dec(buf, n, SIZE, &id, &off, &len) == -1,
+	    "read: over a chunk refused");
+	repl_read_enc(buf, 7, 0, 0);
+	ok(repl_read_dec(buf, n, SIZE, &id, &off, &len) == -1,
+	    "read: empty refused");
+
+	n = repl_rdata_enc(buf, 8, 0);
+	memset(buf + n, 0x5a, 4096);
+	ok(repl_rdata_dec(buf, n + 4096, &id, &e, &dp, &dn) == 0 && id == 8 &&
+	    e == 0 && dn == 4096 && dp == buf + REPL_READ_DATA_HDR &&
+	    dp[4095] == 0x5a, "read data: round trip");
+	n = repl_rdata_enc(buf, 9, 5);
+	ok(repl_rdata_dec(buf, n, &id, &e, &dp, &dn) == 0 && id == 9 &&
+	    e == 5 && dn == 0, "read data: an error, no data");
+	ok(repl_rdata_dec(buf, n + 1, &id, &e, &dp, &dn) == -1,
+	    "read data: an error with data refused");
+	ok(repl_rdata_dec(buf, n - 1, &id, &e, &dp, &dn) == -1,
+	    "read data: short refused");
+	ok(repl_rdata_dec(buf, n + REPL_CHUNK + 1, &id, &e, &dp, &dn) == -1,
+	    "read data: over a chunk refused");
+}
+
 int
 main(void)
 {
@@ -182,5 +221,6 @@ main(void)
 	test_data();
 	test_small();
 	test_resync();
+	test_read();
 	return done_testing();
 }
