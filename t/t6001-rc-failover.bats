@@ -308,7 +308,7 @@ loop_of() { cat "$W/$1/loop"; }
 	wire_vip b
 	[ "$(wire_st b role)" = primary ]
 	# the resync: b hands back within a second of its end
-	nsenter --net="/run/netns/${NET_PREFIX}b" resyncd sync -q -c "$W/b/ctl.sock" a
+	nsenter --net="/run/netns/${NET_PREFIX}b" resyncd sync -c "$W/b/ctl.sock" a >/dev/null
 	wait_for 10 grep -q "b: release: done, b is secondary" "$W/b.log"
 	exec 5>&-
 	wait "$feed"
