@@ -1376,7 +1376,13 @@ on_hello(struct peer *p, const struct repl_hello *h)
 	p->last_error[0] = '\0';
 	p->peer_empty = h->current == 0;
 	if (p->st == PS_UPTODATE) {
+		/* Same data: what the bitmap says is stale. */
 		m->peer[p->slot].bitmap_gi = 0;
+		if (m->peer[p->slot].oos_blocks > 0) {
+			memset(m->peer[p->slot].bm, 0, m->bm_bytes);
+			m->peer[p->slot].oos_blocks = 0;
+			m->peer[p->slot].bm_dirty = 1;
+		}
 		bm_gen++;
 		meta_commit();
 	}
@@ -2089,6 +2095,7 @@ static void
 rs_done_target(struct peer *p, uint64_t cur, const uint64_t *hist)
 {
 	struct meta_peer *mp = &m->peer[p->slot];
+	struct peer	*q;
 
 	set_gi(cur, hist);
 	memset(mp->bm, 0, m->bm_bytes);
@@ -2107,6 +2114,12 @@ rs_done_target(struct peer *p, uint64_t cur, const uint64_t *hist)
 	    " gi_current=%016" PRIx64, p->name, p->rs_recv, cur);
 	quorum_check();
 	peer_flags_changed();
+	/* What we were to the others was judged on our old generation. */
+	TAILQ_FOREACH(q, &peers, entry)
+		if (q != p && q->link != NULL && q->hello &&
+		    q->st != PS_UPTODATE)
+			link_close(q->link, "generation changed by a resync: "
+			    "comparing again");
 }
 
 static struct rsreq *
@@ -4235,6 +4248,13 @@ promote_refused(struct evbuffer *out)
 		    nodes_up(), npeers + 1);
 		return 1;
 	}
+	TAILQ_FOREACH(p, &peers, entry)
+		if (p->link != NULL && p->hello && p->st == PS_SYNC_TARGET) {
+			evbuffer_add_printf(out, "error: this node's data is "
+			    "behind %s's (a resync target not yet in sync); "
+			    "primary --force overrides\n", p->name);
+			return 1;
+		}
 	if (!(m->flags & META_F_UPTODATE)) {
 		evbuffer_add_printf(out, "error: this node's data is %s (a "
 		    "resync target not yet in sync); primary --force "
