@@ -50,6 +50,9 @@
 #define STOP_GRACE_USEC	5000000
 #define EVQ_MAX		(1 << 20)	/* output a slow "events" reader may
 					   leave unread before it is dropped */
+#define KA_INTERVAL	1000000		/* keepalive: a PING this often */
+#define KA_DEAD		6000000		/* no byte from a peer this long:
+					   the link is dead (-D) */
 #define RS_MAX		256		/* resync requests at once */
 #define RS_FLUSH_BYTES	(4u << 20)	/* resynced between target flushes */
 #define RS_BUFS		64		/* resync buffers kept for reuse */
@@ -108,6 +111,7 @@ struct peer {
 	size_t			 nunfl, unflcap, unfl_at_flush;
 	uint64_t		 unfl_bytes, rs_flush_id;
 	int			 rs_flushing;
+	uint64_t		 ka_t, ka_bytes;	/* keepalive */
 };
 
 struct rng {
@@ -191,6 +195,7 @@ static uint64_t			 rsid;
 static unsigned char		*rsbufs[RS_BUFS];
 static int			 nrsbufs;
 static uint64_t			 wlat_ewma, wlat_n;
+static uint64_t			 ka_dead = KA_DEAD;
 static void	on_ready(struct link *, const char *);
 static void	on_message(struct link *, unsigned, const void *, size_t);
 static void	on_close(struct link *, const char *);
@@ -262,8 +267,8 @@ usage(void)
 {
 	fprintf(stderr,
 	    "usage: blkmirror [-pv] [-A after-sb-Npri=policy] [-B savedir] "
-	    "[-d fd]\n"
-	    "                 [-e handler] [-J journal] [-j threads] "
+	    "[-D deadtime]\n"
+	    "                 [-d fd] [-e handler] [-J journal] [-j threads] "
 	    "[-k keyfile]\n"
 	    "                 [-L [host:]port] [-P name=host:port,mode] "
 	    "[-Q size]\n"
@@ -1373,7 +1378,6 @@ on_hello(struct peer *p, const struct repl_hello *h)
 	p->flags = h->flags;
 	p->hello = 1;
 	p->st = map[d.verdict];
-	p->last_error[0] = '\0';
 	p->peer_empty = h->current == 0;
 	if (p->st == PS_UPTODATE) {
 		/* Same data: what the bitmap says is stale. */
@@ -1422,6 +1426,8 @@ on_ready(struct link *l, const char *name)
 	p->link = l;
 	p->hello = 0;
 	p->st = PS_HELLO;
+	p->ka_t = now_usec();
+	p->ka_bytes = 0;
 	send_hello(p);
 }
 
@@ -1433,8 +1439,9 @@ on_close(struct link *l, const char *reason)
 
 	if (up)
 		peer_down(p, reason);
+	/* (the overflow's own link keeps that reason) */
 	if (p != NULL && reason != NULL && *reason != '\0' &&
-	    strcmp(p->last_error, "queue overflow") != 0)
+	    (up || strcmp(p->last_error, "queue overflow") != 0))
 		snprintf(p->last_error, sizeof(p->last_error), "%s", reason);
 	if (!up && reason != NULL && *reason != '\0')
 		log_warnx("peer link %s%s%s: %s", p ? p->name : "",
@@ -3391,6 +3398,10 @@ on_message(struct link *l, unsigned type, const void *buf, size_t len)
 			goto bad;
 		on_hello(p, &h);
 		return;
+	case REPL_PING:
+		if (len != 0)
+			goto bad;
+		return;
 	case REPL_STATE:
 		if (repl_state_dec(buf, len, &fl) == -1)
 			goto bad;
@@ -3474,6 +3485,50 @@ on_message(struct link *l, unsigned type, const void *buf, size_t len)
 	log_warnx("peer %s: bad message type %u, %zu bytes", p->name, type,
 	    len);
 	link_close(l, "bad message");
+}
+
+/*
+ * Keepalive: a link over which no byte came for -D is dead, even if TCP
+ * does not know it yet (a cable pulled, a partition): a peer that looked
+ * connected would veto a promotion and count for quorum.  Bytes, not
+ * messages, count, so that a slow link busy with a large message lives.
+ * An idle link carries a PING a second.
+ */
+static void
+keepalive(evutil_socket_t fd, short what, void *arg)
+{
+	struct link_stats	 st;
+	struct link		*l;
+	struct peer		*p;
+	uint64_t		 now = now_usec();
+	char			 why[128], t[32];
+
+	(void)fd;
+	(void)what;
+	(void)arg;
+	TAILQ_FOREACH(p, &peers, entry) {
+		if (p->link == NULL)
+			continue;
+		link_get_stats(p->link, &st);
+		if (st.wire_in != p->ka_bytes) {
+			p->ka_bytes = st.wire_in;
+			p->ka_t = now;
+		} else if (now - p->ka_t > ka_dead) {
+			snprintf(why, sizeof(why), "nothing from the peer for "
+			    "%s: link dead", fmt_duration(now - p->ka_t, t,
+			    sizeof(t)));
+			/* At once: a dead link would drain for seconds. */
+			log_warnx("peer %s: %s", p->name, why);
+			snprintf(p->last_error, sizeof(p->last_error), "%s",
+			    why);
+			l = p->link;
+			peer_down(p, why);
+			link_free(l);
+			continue;
+		}
+		if (link_queued_bytes(p->link) == 0)
+			link_send(p->link, REPL_PING, NULL, 0);
+	}
 }
 
 static void
@@ -4730,8 +4785,14 @@ main(int argc, char *argv[])
 		return ctl_client(argv[2], argv[3]);
 	}
 	while ((ch = getopt(argc, argv,
-	    "A:B:c:d:e:J:j:k:L:l:m:n:P:pQ:q:t:v")) != -1) {
+	    "A:B:c:D:d:e:J:j:k:L:l:m:n:P:pQ:q:t:v")) != -1) {
 		switch (ch) {
+		case 'D':
+			if ((e = parse_duration(optarg, &ka_dead)) != NULL)
+				errx(EXIT_USAGE, "-D %s: %s", optarg, e);
+			if (ka_dead < 2 * KA_INTERVAL)
+				errx(EXIT_USAGE, "-D %s: less than 2s", optarg);
+			break;
 		case 'A':
 		case 'B':
 		case 'e':
@@ -4875,6 +4936,13 @@ main(int argc, char *argv[])
 		fatal("%s", ctlpath);
 	if (npeers > 0)
 		peers_start(listen_at);
+	if (npeers > 0) {
+		struct timeval tv = { KA_INTERVAL / 1000000,
+		    KA_INTERVAL % 1000000 };
+		if ((ev = event_new(base, -1, EV_PERSIST, keepalive, NULL)) ==
+		    NULL || event_add(ev, &tv) == -1)
+			fatalx("keepalive timer");
+	}
 	if ((ctl_lev = evconnlistener_new(base, ctl_accept, NULL,
 	    LEV_OPT_CLOSE_ON_FREE, -1, fd)) == NULL)
 		fatalx("control listener");

@@ -59,6 +59,7 @@ enum repl_type {
 	REPL_READ,
 	REPL_READ_DATA,
 	REPL_SB = 32,
+	REPL_PING,		/* empty: the link is alive */
 };
 
 /* HELLO and STATE flags */

@@ -98,3 +98,27 @@ progress() {
 	cl_wait a peer.b.state uptodate
 	[ "$(cl_sum a)" = "$(cl_sum b)" ]
 }
+
+@test "a silent link (a partition, no reset) is dropped after -D" {
+	wport=$(free_port)
+	start_daemon wan wanproxy -c "$C/wan.ctl" 127.0.0.1:"$wport" \
+	    127.0.0.1:"$PORT_b"
+	CL_ADDR_b=127.0.0.1:$wport cl_up -D 2s
+	# idle links stay up: pings keep them alive
+	sleep 3
+	[ "$(cl_status a peer.b.connected)" = 1 ]
+	wan cut
+	cl_wait a peer.b.connected 0 10
+	cl_wait b peer.a.connected 0 10
+	[[ "$(cl_status a peer.b.last_error)" =~ ^nothing\ from\ the\ peer\ for\ .*:\ link\ dead$ ]]
+	# with the primary gone from b's view, c still sees a: b is vetoed
+	run -1 --separate-stderr cl_ctl b primary
+	[ "$stderr" = "vetoed by c (connected to a primary)" ]
+	run -0 qemu-io -f raw -c "write -P 3 0 64k" "$(cl_uri a)"
+	wan restore
+	start_daemon rsa resyncd -c "$C/a/ctl.sock"
+	cl_wait a peer.b.state uptodate 30
+	[ "$(cl_sum a)" = "$(cl_sum b)" ]
+	run -100 --separate-stderr blkmirror -D 1s -c x -l y -m z -n a d
+	[ "$stderr" = "blkmirror: -D 1s: less than 2s" ]
+}
