@@ -541,7 +541,15 @@ submit_chunk(struct nbd_req *r)
 	r->job.slow = (r->flags & NBD_CMD_FLAG_FUA) ||
 	    r->type != NBD_CMD_WRITE ||
 	    r->len > 65536;
-	ioq_submit(ioq, &r->job);
+	if (!r->job.slow && ioq_inline_ok(ioq)) {
+		/*
+		 * A small buffered write costs less than the hand-off to a
+		 * worker and back; its reply leaves with the loop's batch.
+		 */
+		r->early_ok = 0;
+		ioq_run_inline(ioq, &r->job);
+	} else
+		ioq_submit(ioq, &r->job);
 }
 
 /*
@@ -1283,12 +1291,56 @@ on_close(struct link *l, const char *reason)
 
 struct rjob {
 	struct ioq_job	 job;
+	struct rjob	*next;		/* free list */
 	struct peer	*p;
 	uint64_t	 gen, seq, off;
-	uint32_t	 len;
+	uint32_t	 len, cap;
 	uint16_t	 cmd, flags;
 	unsigned char	 data[];
 };
+
+/*
+ * Jobs are kept for reuse in two sizes, like the NBD buffers: fresh
+ * memory for each replicated megabyte costs page faults.
+ */
+#define RJOB_SMALL	65536
+#define RJOB_KEEP	32
+static struct rjob	*rjfree[2];
+static unsigned int	 nrjfree[2];
+
+static struct rjob *
+rjob_get(size_t n)
+{
+	struct rjob	*rj;
+	uint32_t	 cap = n <= RJOB_SMALL ? RJOB_SMALL : REPL_CHUNK;
+	int		 k = cap != RJOB_SMALL;
+
+	if (n > cap)
+		cap = n;	/* not from a peer: REPL_CHUNK is the most */
+	if (cap <= REPL_CHUNK && (rj = rjfree[k]) != NULL) {
+		rjfree[k] = rj->next;
+		nrjfree[k]--;
+		return rj;
+	}
+	if ((rj = malloc(sizeof(*rj) + cap)) == NULL)
+		fatal("malloc");
+	rj->cap = cap;
+	return rj;
+}
+
+static void
+rjob_put(struct rjob *rj)
+{
+	int	k = rj->cap != RJOB_SMALL;
+
+	if (rj->cap > REPL_CHUNK || nrjfree[k] >= RJOB_KEEP) {
+		free(rj);
+		return;
+	}
+	rj->next = rjfree[k];
+	rjfree[k] = rj;
+	nrjfree[k]++;
+}
 
 static void
 work_rjob(struct ioq_job *j)
@@ -1312,7 +1364,7 @@ done_rjob(struct ioq_job *j)
 	if (rj->p->gen == rj->gen && rj->p->link != NULL)
 		link_send(rj->p->link, REPL_ACK, b,
 		    repl_ack_enc(b, rj->seq, j->err));
-	free(rj);
+	rjob_put(rj);
 }
 
 static void
@@ -1321,9 +1373,23 @@ rjob_submit(struct peer *p, uint64_t seq, uint16_t cmd, uint64_t off,
 {
 	struct rjob	*rj;
 	size_t		 n = data != NULL ? len : 0;
+	unsigned char	 b[REPL_ACK_SIZE];
+	uint64_t	 t;
+	int		 e;
 
-	if ((rj = calloc(1, sizeof(*rj) + n)) == NULL)
-		fatal("malloc");
+	if (cmd == NBD_CMD_WRITE && !(flags & REPL_D_FUA) && n <= RJOB_SMALL &&
+	    ioq_inline_ok(ioq)) {
+		/*
+		 * A small buffered write costs less than the hand-off to a
+		 * worker and back: write it here and acknowledge at once.
+		 */
+		t = now_usec();
+		e = apply(cmd, off, len, data, 0);
+		ioq_inline_took(ioq, t);
+		link_send(p->link, REPL_ACK, b, repl_ack_enc(b, seq, e));
+		return;
+	}
+	rj = rjob_get(n);
 	rj->p = p;
 	rj->gen = p->gen;
 	rj->seq = seq;

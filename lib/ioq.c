@@ -8,6 +8,7 @@
 #include <sys/eventfd.h>
 
 #include <errno.h>
+#include <inttypes.h>
 #include <pthread.h>
 #include <stdint.h>
 #include <stdlib.h>
@@ -40,6 +41,8 @@ struct ioq {
 	pthread_t		*threads;
 	int			 nthreads;
 	unsigned int		 pending;	/* submitted, not yet done */
+	uint64_t		 inline_off;	/* no inline jobs until then */
+	int			 reap_due;	/* q->ev made active */
 	void			(*batch)(void *);
 	void			*arg;
 };
@@ -124,6 +127,7 @@ ioq_wake(evutil_socket_t fd, short what, void *arg)
 	uint64_t	 v;
 
 	(void)what;
+	q->reap_due = 0;
 	pthread_mutex_lock(&q->dlock);
 	q->signalled = 0;
 	pthread_mutex_unlock(&q->dlock);
@@ -247,6 +251,49 @@ ioq_kick(struct ioq *q)
 	if (q->ntodo > 0 && q->awake <= q->slow)
 		pthread_cond_signal(&q->cond);
 	pthread_mutex_unlock(&q->lock);
+}
+
+int
+ioq_inline_ok(struct ioq *q)
+{
+	return q->inline_off == 0 || now_usec() >= q->inline_off;
+}
+
+/* Work done inline since start (now_usec()): too slow turns inlining off. */
+void
+ioq_inline_took(struct ioq *q, uint64_t start)
+{
+	uint64_t	now = now_usec();
+
+	if (now - start > IOQ_INLINE_SLOW_USEC) {
+		if (q->inline_off == 0 || now >= q->inline_off)
+			log_debug("ioq: inline job took %" PRIu64 " us: in the "
+			    "pool for a while", now - start);
+		q->inline_off = now + IOQ_INLINE_OFF_USEC;
+	}
+}
+
+/*
+ * ioq_run_inline: run j's work now, in the loop; its done function runs
+ * at the next reap, in this round of the loop at the latest.
+ */
+void
+ioq_run_inline(struct ioq *q, struct ioq_job *j)
+{
+	uint64_t	t = now_usec();
+
+	q->pending++;
+	j->err = 0;
+	j->quiet = 0;
+	j->work(j);
+	ioq_inline_took(q, t);
+	pthread_mutex_lock(&q->dlock);
+	TAILQ_INSERT_TAIL(&q->done, j, entry);
+	pthread_mutex_unlock(&q->dlock);
+	if (!q->reap_due) {
+		q->reap_due = 1;
+		event_active(q->ev, EV_READ, 0);
+	}
 }
 
 unsigned int
