@@ -1374,7 +1374,7 @@ rjob_submit(struct peer *p, uint64_t seq, uint16_t cmd, uint64_t off,
 	struct rjob	*rj;
 	size_t		 n = data != NULL ? len : 0;
 	unsigned char	 b[REPL_ACK_SIZE];
-	uint64_t	 t;
+	struct ioq_clock c;
 	int		 e;
 
 	if (cmd == NBD_CMD_WRITE && !(flags & REPL_D_FUA) && n <= RJOB_SMALL &&
@@ -1383,9 +1383,9 @@ rjob_submit(struct peer *p, uint64_t seq, uint16_t cmd, uint64_t off,
 		 * A small buffered write costs less than the hand-off to a
 		 * worker and back: write it here and acknowledge at once.
 		 */
-		t = now_usec();
+		ioq_inline_start(&c);
 		e = apply(cmd, off, len, data, 0);
-		ioq_inline_took(ioq, t);
+		ioq_inline_took(ioq, &c);
 		link_send(p->link, REPL_ACK, b, repl_ack_enc(b, seq, e));
 		return;
 	}

@@ -12,12 +12,13 @@
  * cache) may instead run in the loop with ioq_run_inline(), which saves
  * the two thread hand-offs that cost more than the write itself; its done
  * function still runs later, from the loop's next reap.  Such a job can
- * still block (dirty page throttling, a cold extent tree): one that took
- * longer than IOQ_INLINE_SLOW_USEC turns inlining off for
+ * still block (dirty page throttling, a cold extent tree): one that slept
+ * in the kernel (a voluntary context switch, not a preemption by other
+ * load) and took longer than IOQ_INLINE_SLOW_USEC turns inlining off for
  * IOQ_INLINE_OFF_USEC, so a struggling disk stalls the loop at most once
- * in that time.  ioq_inline_ok() says whether inlining is on;
- * ioq_inline_took() reports the duration of work done inline outside a
- * job.
+ * in that time.  ioq_inline_ok() says whether inlining is on; work done
+ * inline outside a job is bracketed by ioq_inline_start() and
+ * ioq_inline_took().
  */
 #ifndef IOQ_H
 #define IOQ_H
@@ -32,6 +33,11 @@
 
 struct event_base;
 struct ioq;
+
+struct ioq_clock {
+	uint64_t	t;
+	long		nvcsw;
+};
 
 struct ioq_job {
 	TAILQ_ENTRY(ioq_job)	 entry;
@@ -50,7 +56,8 @@ int		 ioq_reap(struct ioq *);
 void		 ioq_kick(struct ioq *);
 void		 ioq_set_eager(struct ioq *, int);
 int		 ioq_inline_ok(struct ioq *);
-void		 ioq_inline_took(struct ioq *, uint64_t);
+void		 ioq_inline_start(struct ioq_clock *);
+void		 ioq_inline_took(struct ioq *, const struct ioq_clock *);
 void		 ioq_run_inline(struct ioq *, struct ioq_job *);
 
 #endif /* IOQ_H */
