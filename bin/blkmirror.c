@@ -2141,6 +2141,8 @@ peers_start(const char *listen_at)
 		o.name = m->node;
 		o.peer = p->name;
 		o.zlevel = p->async ? LINK_ZLEVEL_DEFAULT : 0;
+		/* zstd only when the link falls behind (see link.h) */
+		o.zmin_queued = REPL_CHUNK;
 		o.queue_max = qmax + 64 * (size_t)REPL_CHUNK;
 		if ((p->lc = link_client_new(base, p->host, p->port, &o,
 		    &peer_cb, p, 50000, 2000000)) == NULL)

@@ -75,6 +75,12 @@ struct link_opts {
 	uint64_t		 rekey_usec;	/* 0: default */
 	const char		*peer_addr;	/* for messages, NULL: ask fd */
 	int			 cipher;	/* LINK_CIPHER_*, 0: auto */
+	/*
+	 * Compress only while at least this many bytes wait to be sent (0:
+	 * always): a link that keeps up with its sender gains nothing from
+	 * zstd but its cost in the sender's loop.
+	 */
+	size_t			 zmin_queued;
 };
 
 struct link_stats {
