@@ -45,6 +45,7 @@
 
 #define CHUNK_EXTENTS	16	/* AL extents one step of a request covers */
 #define IO_THREADS	8
+#define ASYNC_DELAY_USEC 2000	/* writes to an async peer wait so long */
 #define STOP_GRACE_USEC	5000000
 #define EVQ_MAX		(1 << 20)	/* output a slow "events" reader may
 					   leave unread before it is dropped */
@@ -2143,6 +2144,8 @@ peers_start(const char *listen_at)
 		o.zlevel = p->async ? LINK_ZLEVEL_DEFAULT : 0;
 		/* zstd only when the link falls behind (see link.h) */
 		o.zmin_queued = REPL_CHUNK;
+		/* Nobody waits for an async peer: let writes leave together. */
+		o.delay_usec = p->async ? ASYNC_DELAY_USEC : 0;
 		o.queue_max = qmax + 64 * (size_t)REPL_CHUNK;
 		if ((p->lc = link_client_new(base, p->host, p->port, &o,
 		    &peer_cb, p, 50000, 2000000)) == NULL)

@@ -84,6 +84,7 @@
 #define FRAME_HDR	4
 #define REASON_MAX	256
 #define READ_CHUNK	(1024 * 1024)
+#define DELAY_MAX	(256 * 1024)	/* a delayed link writes beyond */
 #define HS_UNIT		(HELLO_LEN + AUTH_LEN)
 #define HS_RCAP		(2 * HS_UNIT)	/* input buffer in the handshake */
 #define ZMIN		64		/* smaller messages are never compressed */
@@ -126,6 +127,9 @@ struct link {
 	struct event		*timer;		/* handshake, close, on_close */
 	struct event		*flush_ev;	/* end of this loop round */
 	int			 flush_due;	/* flush_ev is active */
+	struct event		*delay_ev;	/* end of a delay_usec wait */
+	int			 delayed;	/* writing is off until then */
+	uint64_t		 delay_usec;
 
 	enum link_role		 role;
 	unsigned char		 key[HATRIO_KEY_BYTES];
@@ -211,6 +215,8 @@ static void	 link_write_cb(struct bufferevent *, void *);
 static void	 link_event_cb(struct bufferevent *, short, void *);
 static void	 link_timer_cb(evutil_socket_t, short, void *);
 static void	 link_flush_cb(evutil_socket_t, short, void *);
+static void	 link_delay_cb(evutil_socket_t, short, void *);
+static void	 link_undelay(struct link *);
 static void	 link_input(struct link *);
 static int	 link_hello(struct link *);
 static int	 link_auth(struct link *);
@@ -409,6 +415,7 @@ link_new(struct event_base *base, int rfd, int wfd, const struct link_opts *o,
 		snprintf(l->want, sizeof(l->want), "%s", o->peer);
 	l->zlevel = o->zlevel;
 	l->zmin_queued = o->zmin_queued;
+	l->delay_usec = o->delay_usec;
 	l->gcm_ok = o->cipher != LINK_CIPHER_XCHACHA &&
 	    crypto_aead_aes256gcm_is_available();
 	l->abytes = ABYTES;
@@ -437,7 +444,9 @@ link_new(struct event_base *base, int rfd, int wfd, const struct link_opts *o,
 	l->rcap = HS_RCAP;
 	if ((l->timer = evtimer_new(base, link_timer_cb, l)) == NULL ||
 	    (l->flush_ev = event_new(base, -1, 0, link_flush_cb, l)) ==
-	    NULL || (l->rbuf = malloc(l->rcap)) == NULL)
+	    NULL || (l->delay_usec > 0 && (l->delay_ev = evtimer_new(base,
+	    link_delay_cb, l)) == NULL) || (l->rbuf = malloc(l->rcap)) ==
+	    NULL)
 		goto fail;
 	evutil_make_socket_nonblocking(rfd);
 	evutil_make_socket_nonblocking(wfd);
@@ -656,6 +665,9 @@ link_teardown(struct link *l)
 	if (l->flush_ev != NULL)
 		event_del(l->flush_ev);
 	l->flush_due = 0;
+	if (l->delay_ev != NULL)
+		evtimer_del(l->delay_ev);
+	l->delayed = 0;
 	sodium_memzero(l->kx_sk, sizeof(l->kx_sk));
 	sodium_memzero(&l->tx, sizeof(l->tx));
 	sodium_memzero(&l->rx, sizeof(l->rx));
@@ -675,6 +687,8 @@ link_destroy(struct link *l)
 		event_free(l->timer);
 	if (l->flush_ev != NULL)
 		event_free(l->flush_ev);
+	if (l->delay_ev != NULL)
+		event_free(l->delay_ev);
 	sodium_memzero(l->key, sizeof(l->key));
 	oring_free(l->ring);
 	free(l->obuf);
@@ -782,6 +796,7 @@ link_close(struct link *l, const char *reason)
 
 	if (l->state == LS_DONE || l->state == LS_CLOSING)
 		return;
+	link_undelay(l);
 	snprintf(l->reason, sizeof(l->reason), "%s",
 	    reason != NULL ? reason : "closed");
 	if (l->state != LS_OPEN) {
@@ -1520,6 +1535,47 @@ link_flush_cb(evutil_socket_t fd, short ev, void *arg)
 	link_release(l);
 }
 
+/*
+ * A delayed link: the bufferevent does not write until delay_usec after
+ * the first message waiting, or until DELAY_MAX bytes wait.
+ */
+static void
+link_delay(struct link *l)
+{
+	if (l->wbev == NULL || l->state != LS_OPEN)
+		return;
+	if (link_queued_bytes(l) >= DELAY_MAX) {
+		link_undelay(l);
+		return;
+	}
+	if (l->delayed)
+		return;
+	l->delayed = 1;
+	bufferevent_disable(l->wbev, EV_WRITE);
+	timer_in(l->delay_ev, l->delay_usec);
+}
+
+static void
+link_undelay(struct link *l)
+{
+	if (!l->delayed)
+		return;
+	l->delayed = 0;
+	evtimer_del(l->delay_ev);
+	if (l->wbev != NULL)
+		bufferevent_enable(l->wbev, EV_WRITE);
+}
+
+static void
+link_delay_cb(evutil_socket_t fd, short ev, void *arg)
+{
+	struct link	*l = arg;
+
+	(void)fd;
+	(void)ev;
+	link_undelay(l);
+}
+
 /* Encrypt obuf[0..mlen) as one frame straight into the output buffer. */
 static int
 link_push(struct link *l, unsigned char *m, size_t mlen, unsigned char tag)
@@ -1577,7 +1633,11 @@ link_push(struct link *l, unsigned char *m, size_t mlen, unsigned char tag)
 	l->st.wire_out += FRAME_HDR + flen;
 	if (evbuffer_get_length(out) >= l->hiwat)
 		l->drain_wanted = 1;
-	if (tag != TAG_FINAL)
+	if (tag == TAG_FINAL)
+		;
+	else if (l->delay_usec > 0)
+		link_delay(l);
+	else
 		link_kick(l);
 	return 0;
 }

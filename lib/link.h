@@ -81,6 +81,13 @@ struct link_opts {
 	 * zstd but its cost in the sender's loop.
 	 */
 	size_t			 zmin_queued;
+	/*
+	 * Let messages wait up to this long to leave together (0: at once,
+	 * the first of each loop round without delay).  For a link whose
+	 * latency nobody waits for (asynchronous replication): fewer
+	 * writes, and fewer wake-ups of the peer.
+	 */
+	uint64_t		 delay_usec;
 };
 
 struct link_stats {
