@@ -88,6 +88,8 @@
 #define HS_UNIT		(HELLO_LEN + AUTH_LEN)
 #define HS_RCAP		(2 * HS_UNIT)	/* input buffer in the handshake */
 #define ZMIN		64		/* smaller messages are never compressed */
+#define ZPAY_SHIFT	2		/* zstd must save len >> this ... */
+#define ZFAILS_MAX	7		/* ... or up to 63 messages go raw */
 #define T_LABEL		"hatrio link 1"
 
 enum link_state {
@@ -141,6 +143,8 @@ struct link {
 	char			 reason[REASON_MAX];
 	int			 zlevel;
 	size_t			 zmin_queued;
+	unsigned int		 zskip;		/* raw messages to come */
+	unsigned int		 zfails;	/* poor results in a row */
 	size_t			 max_msg, send_max;
 	size_t			 hiwat, lowat, queue_max;
 	uint64_t		 hs_usec, rekey_bytes, rekey_usec;
@@ -1643,6 +1647,23 @@ link_push(struct link *l, unsigned char *m, size_t mlen, unsigned char tag)
 }
 
 /*
+ * After k messages in a row that zstd shrank by less than a quarter, the
+ * next 2^(k-1) - 1 (at most 2^(ZFAILS_MAX-1) - 1) go raw without a try:
+ * data that compresses that badly (fio's: random blocks with a few
+ * zeroes) costs the sender's loop more than it saves on the wire.  One
+ * poor message alone (half random, half text) skips nothing; one that
+ * pays starts over.
+ */
+static int
+link_zskip(struct link *l)
+{
+	if (l->zskip == 0)
+		return 0;
+	l->zskip--;
+	return 1;
+}
+
+/*
  * Compress and send buf, or send it raw when zstd is off, the data looks
  * incompressible or does not shrink.  buf may be obuf + INNER_HDR (the
  * zero-copy path of link_msg_buf()), which then needs no copy.
@@ -1672,7 +1693,7 @@ link_send_msg(struct link *l, unsigned type, unsigned flags, const void *buf,
 		return -1;
 	}
 	if (zok && l->cctx != NULL && len >= ZMIN &&
-	    link_queued_bytes(l) >= l->zmin_queued &&
+	    link_queued_bytes(l) >= l->zmin_queued && !link_zskip(l) &&
 	    !looks_random(buf, len)) {
 		/* Worth it only if it shrinks: capacity len - 1. */
 		r = ZSTD_compress2(l->cctx, l->zbuf + l->ihdr, len - 1, buf,
@@ -1683,6 +1704,13 @@ link_send_msg(struct link *l, unsigned type, unsigned flags, const void *buf,
 			m = l->zbuf;
 			l->st.compressed_out++;
 		}
+		/* Did not pay for its CPU: the next few go raw. */
+		if (ZSTD_isError(r) || r > len - (len >> ZPAY_SHIFT)) {
+			if (l->zfails < ZFAILS_MAX)
+				l->zfails++;
+			l->zskip = (1u << (l->zfails - 1)) - 1;
+		} else
+			l->zfails = 0;
 	}
 	if (m == l->obuf && buf != l->obuf + l->ihdr)
 		memcpy(l->obuf + l->ihdr, buf, len);
