@@ -47,6 +47,7 @@
 
 #define CHUNK_EXTENTS	16	/* AL extents one step of a request covers */
 #define IO_THREADS	8
+#define ASYNC_DELAY_USEC 2000	/* writes to an async peer wait so long */
 #define STOP_GRACE_USEC	5000000
 #define EVQ_MAX		(1 << 20)	/* output a slow "events" reader may
 					   leave unread before it is dropped */
@@ -686,7 +687,15 @@ submit_chunk(struct nbd_req *r)
 	    r->type != NBD_CMD_WRITE ||
 	    r->len > 65536;
 	dl_mark(r);
-	ioq_submit(ioq, &r->job);
+	if (!r->job.slow && ioq_inline_ok(ioq)) {
+		/*
+		 * A small buffered write costs less than the hand-off to a
+		 * worker and back; its reply leaves with the loop's batch.
+		 */
+		r->early_ok = 0;
+		ioq_run_inline(ioq, &r->job);
+	} else
+		ioq_submit(ioq, &r->job);
 }
 
 /*
@@ -1456,9 +1465,10 @@ enum { RJ_REPL, RJ_RS_DATA, RJ_RS_FLUSH, RJ_RS_CSUM };
 
 struct rjob {
 	struct ioq_job	 job;
+	struct rjob	*next;		/* free list */
 	struct peer	*p;
 	uint64_t	 gen, seq, off;
-	uint32_t	 len;
+	uint32_t	 len, cap;
 	uint16_t	 cmd, flags;
 	int		 kind;
 	unsigned char	 mask[REPL_RS_BLOCKS / 8];	/* RJ_RS_CSUM */
@@ -1514,6 +1524,49 @@ csum_compare(struct rjob *rj)
 	return e;
 }
 
+/*
+ * Jobs are kept for reuse in two sizes, like the NBD buffers: fresh
+ * memory for each replicated megabyte costs page faults.
+ */
+#define RJOB_SMALL	65536
+#define RJOB_KEEP	32
+static struct rjob	*rjfree[2];
+static unsigned int	 nrjfree[2];
+
+static struct rjob *
+rjob_get(size_t n)
+{
+	struct rjob	*rj;
+	uint32_t	 cap = n <= RJOB_SMALL ? RJOB_SMALL : REPL_CHUNK;
+	int		 k = cap != RJOB_SMALL;
+
+	if (n > cap)
+		cap = n;	/* not from a peer: REPL_CHUNK is the most */
+	if (cap <= REPL_CHUNK && (rj = rjfree[k]) != NULL) {
+		rjfree[k] = rj->next;
+		nrjfree[k]--;
+		return rj;
+	}
+	if ((rj = malloc(sizeof(*rj) + cap)) == NULL)
+		fatal("malloc");
+	rj->cap = cap;
+	return rj;
+}
+
+static void
+rjob_put(struct rjob *rj)
+{
+	int	k = rj->cap != RJOB_SMALL;
+
+	if (rj->cap > REPL_CHUNK || nrjfree[k] >= RJOB_KEEP) {
+		free(rj);
+		return;
+	}
+	rj->next = rjfree[k];
+	rjfree[k] = rj;
+	nrjfree[k]++;
+}
+
 static void
 work_rjob(struct ioq_job *j)
 {
@@ -1537,7 +1590,7 @@ done_rjob(struct ioq_job *j)
 
 	disk_inflight--;
 	if (p->gen != rj->gen || p->link == NULL) {
-		free(rj);
+		rjob_put(rj);
 		return;
 	}
 	switch (rj->kind) {
@@ -1568,7 +1621,7 @@ done_rjob(struct ioq_job *j)
 			    rj->seq, rj->len / REPL_RS_BLOCK, rj->mask));
 		break;
 	}
-	free(rj);
+	rjob_put(rj);
 }
 
 static void
@@ -1577,12 +1630,27 @@ rjob_submit(struct peer *p, int kind, uint64_t seq, uint16_t cmd,
     size_t n)
 {
 	struct rjob	*rj;
+	unsigned char	 b[REPL_ACK_SIZE];
+	struct ioq_clock c;
+	int		 e;
 
-	if ((rj = calloc(1, sizeof(*rj) + n)) == NULL)
-		fatal("malloc");
+	if (kind == RJ_REPL && cmd == NBD_CMD_WRITE && !(flags & REPL_D_FUA) &&
+	    n <= RJOB_SMALL && ioq_inline_ok(ioq)) {
+		/*
+		 * A small buffered write costs less than the hand-off to a
+		 * worker and back: write it here and acknowledge at once.
+		 */
+		ioq_inline_start(&c);
+		e = apply(cmd, off, len, data, 0);
+		ioq_inline_took(ioq, &c);
+		link_send(p->link, REPL_ACK, b, repl_ack_enc(b, seq, e));
+		return;
+	}
+	rj = rjob_get(n);
 	rj->p = p;
 	rj->gen = p->gen;
 	rj->kind = kind;
+	memset(rj->mask, 0, sizeof(rj->mask));
 	rj->seq = seq;
 	rj->cmd = cmd;
 	rj->off = off;
@@ -4625,6 +4693,10 @@ peers_start(const char *listen_at)
 		o.name = m->node;
 		o.peer = p->name;
 		o.zlevel = p->async ? LINK_ZLEVEL_DEFAULT : 0;
+		/* zstd only when the link falls behind (see link.h) */
+		o.zmin_queued = REPL_CHUNK;
+		/* Nobody waits for an async peer: let writes leave together. */
+		o.delay_usec = p->async ? ASYNC_DELAY_USEC : 0;
 		o.queue_max = qmax + 64 * (size_t)REPL_CHUNK;
 		if ((p->lc = link_client_new(base, p->host, p->port, &o,
 		    &peer_cb, p, 50000, 2000000)) == NULL)

@@ -6,8 +6,10 @@
  * once per batch rather than once per job.
  */
 #include <sys/eventfd.h>
+#include <sys/resource.h>
 
 #include <errno.h>
+#include <inttypes.h>
 #include <pthread.h>
 #include <stdint.h>
 #include <stdlib.h>
@@ -40,6 +42,8 @@ struct ioq {
 	pthread_t		*threads;
 	int			 nthreads;
 	unsigned int		 pending;	/* submitted, not yet done */
+	uint64_t		 inline_off;	/* no inline jobs until then */
+	int			 reap_due;	/* q->ev made active */
 	void			(*batch)(void *);
 	void			*arg;
 };
@@ -123,11 +127,13 @@ ioq_wake(evutil_socket_t fd, short what, void *arg)
 	struct ioq	*q = arg;
 	uint64_t	 v;
 
-	(void)what;
+	q->reap_due = 0;
 	pthread_mutex_lock(&q->dlock);
 	q->signalled = 0;
 	pthread_mutex_unlock(&q->dlock);
-	if (read(fd, &v, sizeof(v)) == -1 && errno != EAGAIN)
+	/* Made active by the loop itself (inline jobs): nothing to read. */
+	if ((what & EV_READ) && read(fd, &v, sizeof(v)) == -1 &&
+	    errno != EAGAIN)
 		log_warn("ioq: eventfd");
 	ioq_reap(q);
 }
@@ -247,6 +253,64 @@ ioq_kick(struct ioq *q)
 	if (q->ntodo > 0 && q->awake <= q->slow)
 		pthread_cond_signal(&q->cond);
 	pthread_mutex_unlock(&q->lock);
+}
+
+int
+ioq_inline_ok(struct ioq *q)
+{
+	return q->inline_off == 0 || now_usec() >= q->inline_off;
+}
+
+void
+ioq_inline_start(struct ioq_clock *c)
+{
+	struct rusage	ru;
+
+	c->t = now_usec();
+	c->nvcsw = getrusage(RUSAGE_THREAD, &ru) == 0 ? ru.ru_nvcsw : -1;
+}
+
+/* Work done inline since c: slow and blocked turns inlining off. */
+void
+ioq_inline_took(struct ioq *q, const struct ioq_clock *c)
+{
+	struct rusage	ru;
+	uint64_t	now = now_usec();
+
+	if (now - c->t <= IOQ_INLINE_SLOW_USEC)
+		return;
+	/* Only preempted, not asleep: the pool would not have helped. */
+	if (c->nvcsw != -1 && getrusage(RUSAGE_THREAD, &ru) == 0 &&
+	    ru.ru_nvcsw == c->nvcsw)
+		return;
+	if (q->inline_off == 0 || now >= q->inline_off)
+		log_debug("ioq: inline job blocked for %" PRIu64 " us: in "
+		    "the pool for a while", now - c->t);
+	q->inline_off = now + IOQ_INLINE_OFF_USEC;
+}
+
+/*
+ * ioq_run_inline: run j's work now, in the loop; its done function runs
+ * at the next reap, in this round of the loop at the latest.
+ */
+void
+ioq_run_inline(struct ioq *q, struct ioq_job *j)
+{
+	struct ioq_clock	c;
+
+	ioq_inline_start(&c);
+	q->pending++;
+	j->err = 0;
+	j->quiet = 0;
+	j->work(j);
+	ioq_inline_took(q, &c);
+	pthread_mutex_lock(&q->dlock);
+	TAILQ_INSERT_TAIL(&q->done, j, entry);
+	pthread_mutex_unlock(&q->dlock);
+	if (!q->reap_due) {
+		q->reap_due = 1;
+		event_active(q->ev, EV_TIMEOUT, 0);
+	}
 }
 
 unsigned int

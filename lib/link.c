@@ -84,9 +84,12 @@
 #define FRAME_HDR	4
 #define REASON_MAX	256
 #define READ_CHUNK	(1024 * 1024)
+#define DELAY_MAX	(256 * 1024)	/* a delayed link writes beyond */
 #define HS_UNIT		(HELLO_LEN + AUTH_LEN)
 #define HS_RCAP		(2 * HS_UNIT)	/* input buffer in the handshake */
 #define ZMIN		64		/* smaller messages are never compressed */
+#define ZPAY_SHIFT	2		/* zstd must save len >> this ... */
+#define ZFAILS_MAX	7		/* ... or up to 63 messages go raw */
 #define T_LABEL		"hatrio link 1"
 
 enum link_state {
@@ -124,6 +127,11 @@ struct link {
 	struct link_client	*client;
 	int			 counted;	/* in nhandshake */
 	struct event		*timer;		/* handshake, close, on_close */
+	struct event		*flush_ev;	/* end of this loop round */
+	int			 flush_due;	/* flush_ev is active */
+	struct event		*delay_ev;	/* end of a delay_usec wait */
+	int			 delayed;	/* writing is off until then */
+	uint64_t		 delay_usec;
 
 	enum link_role		 role;
 	unsigned char		 key[HATRIO_KEY_BYTES];
@@ -134,6 +142,9 @@ struct link {
 	char			 addr[128];
 	char			 reason[REASON_MAX];
 	int			 zlevel;
+	size_t			 zmin_queued;
+	unsigned int		 zskip;		/* raw messages to come */
+	unsigned int		 zfails;	/* poor results in a row */
 	size_t			 max_msg, send_max;
 	size_t			 hiwat, lowat, queue_max;
 	uint64_t		 hs_usec, rekey_bytes, rekey_usec;
@@ -207,6 +218,9 @@ static void	 link_read_cb(evutil_socket_t, short, void *);
 static void	 link_write_cb(struct bufferevent *, void *);
 static void	 link_event_cb(struct bufferevent *, short, void *);
 static void	 link_timer_cb(evutil_socket_t, short, void *);
+static void	 link_flush_cb(evutil_socket_t, short, void *);
+static void	 link_delay_cb(evutil_socket_t, short, void *);
+static void	 link_undelay(struct link *);
 static void	 link_input(struct link *);
 static int	 link_hello(struct link *);
 static int	 link_auth(struct link *);
@@ -404,6 +418,8 @@ link_new(struct event_base *base, int rfd, int wfd, const struct link_opts *o,
 	if (o->peer != NULL)
 		snprintf(l->want, sizeof(l->want), "%s", o->peer);
 	l->zlevel = o->zlevel;
+	l->zmin_queued = o->zmin_queued;
+	l->delay_usec = o->delay_usec;
 	l->gcm_ok = o->cipher != LINK_CIPHER_XCHACHA &&
 	    crypto_aead_aes256gcm_is_available();
 	l->abytes = ABYTES;
@@ -431,7 +447,10 @@ link_new(struct event_base *base, int rfd, int wfd, const struct link_opts *o,
 	l->rchunk = HS_UNIT;
 	l->rcap = HS_RCAP;
 	if ((l->timer = evtimer_new(base, link_timer_cb, l)) == NULL ||
-	    (l->rbuf = malloc(l->rcap)) == NULL)
+	    (l->flush_ev = event_new(base, -1, 0, link_flush_cb, l)) ==
+	    NULL || (l->delay_usec > 0 && (l->delay_ev = evtimer_new(base,
+	    link_delay_cb, l)) == NULL) || (l->rbuf = malloc(l->rcap)) ==
+	    NULL)
 		goto fail;
 	evutil_make_socket_nonblocking(rfd);
 	evutil_make_socket_nonblocking(wfd);
@@ -647,6 +666,12 @@ link_teardown(struct link *l)
 	link_uncount(l);
 	if (l->timer != NULL)
 		evtimer_del(l->timer);
+	if (l->flush_ev != NULL)
+		event_del(l->flush_ev);
+	l->flush_due = 0;
+	if (l->delay_ev != NULL)
+		evtimer_del(l->delay_ev);
+	l->delayed = 0;
 	sodium_memzero(l->kx_sk, sizeof(l->kx_sk));
 	sodium_memzero(&l->tx, sizeof(l->tx));
 	sodium_memzero(&l->rx, sizeof(l->rx));
@@ -664,6 +689,10 @@ link_destroy(struct link *l)
 	link_teardown(l);
 	if (l->timer != NULL)
 		event_free(l->timer);
+	if (l->flush_ev != NULL)
+		event_free(l->flush_ev);
+	if (l->delay_ev != NULL)
+		event_free(l->delay_ev);
 	sodium_memzero(l->key, sizeof(l->key));
 	oring_free(l->ring);
 	free(l->obuf);
@@ -771,6 +800,7 @@ link_close(struct link *l, const char *reason)
 
 	if (l->state == LS_DONE || l->state == LS_CLOSING)
 		return;
+	link_undelay(l);
 	snprintf(l->reason, sizeof(l->reason), "%s",
 	    reason != NULL ? reason : "closed");
 	if (l->state != LS_OPEN) {
@@ -1455,6 +1485,101 @@ gcm_rekey(EVP_CIPHER_CTX *ctx, unsigned char key[32], uint64_t *n, int enc)
 	return EVP_CipherInit_ex(ctx, NULL, NULL, key, NULL, enc) == 1 ? 0 : -1;
 }
 
+/*
+ * Write what is queued now, as far as the socket takes it, rather than
+ * after the loop's next poll: a message that waits for an answer (a
+ * replicated write, its ACK) should not wait for the rest of this round.
+ * Errors are left to the bufferevent, whose write event is still pending.
+ */
+static void
+link_write_now(struct link *l)
+{
+	struct evbuffer	*out;
+
+	if (l->wbev == NULL || l->state != LS_OPEN)
+		return;
+	out = bufferevent_get_output(l->wbev);
+	if (evbuffer_get_length(out) == 0)
+		return;
+	/* The bufferevent keeps its output's start frozen but to write. */
+	evbuffer_unfreeze(out, 1);
+	(void)evbuffer_write_atmost(out, bufferevent_getfd(l->wbev),
+	    READ_CHUNK);
+	evbuffer_freeze(out, 1);
+}
+
+/*
+ * The first message of a round of the loop leaves at once; the others
+ * queue behind it and leave together at the end of the round
+ * (link_flush_cb), in as few writes as the socket allows.
+ */
+static void
+link_kick(struct link *l)
+{
+	if (l->flush_due || l->flush_ev == NULL)
+		return;
+	l->flush_due = 1;
+	link_write_now(l);
+	event_active(l->flush_ev, EV_TIMEOUT, 0);
+}
+
+static void
+link_flush_cb(evutil_socket_t fd, short ev, void *arg)
+{
+	struct link	*l = arg;
+
+	(void)fd;
+	(void)ev;
+	l->flush_due = 0;
+	l->busy++;
+	link_write_now(l);
+	/* What the bufferevent would do after its own write. */
+	if (l->state == LS_OPEN && l->wbev != NULL)
+		link_write_cb(l->wbev, l);
+	link_release(l);
+}
+
+/*
+ * A delayed link: the bufferevent does not write until delay_usec after
+ * the first message waiting, or until DELAY_MAX bytes wait.
+ */
+static void
+link_delay(struct link *l)
+{
+	if (l->wbev == NULL || l->state != LS_OPEN)
+		return;
+	if (link_queued_bytes(l) >= DELAY_MAX) {
+		link_undelay(l);
+		return;
+	}
+	if (l->delayed)
+		return;
+	l->delayed = 1;
+	bufferevent_disable(l->wbev, EV_WRITE);
+	timer_in(l->delay_ev, l->delay_usec);
+}
+
+static void
+link_undelay(struct link *l)
+{
+	if (!l->delayed)
+		return;
+	l->delayed = 0;
+	evtimer_del(l->delay_ev);
+	if (l->wbev != NULL)
+		bufferevent_enable(l->wbev, EV_WRITE);
+}
+
+static void
+link_delay_cb(evutil_socket_t fd, short ev, void *arg)
+{
+	struct link	*l = arg;
+
+	(void)fd;
+	(void)ev;
+	link_undelay(l);
+}
+
 /* Encrypt obuf[0..mlen) as one frame straight into the output buffer. */
 static int
 link_push(struct link *l, unsigned char *m, size_t mlen, unsigned char tag)
@@ -1512,7 +1637,30 @@ link_push(struct link *l, unsigned char *m, size_t mlen, unsigned char tag)
 	l->st.wire_out += FRAME_HDR + flen;
 	if (evbuffer_get_length(out) >= l->hiwat)
 		l->drain_wanted = 1;
+	if (tag == TAG_FINAL)
+		;
+	else if (l->delay_usec > 0)
+		link_delay(l);
+	else
+		link_kick(l);
 	return 0;
+}
+
+/*
+ * After k messages in a row that zstd shrank by less than a quarter, the
+ * next 2^(k-1) - 1 (at most 2^(ZFAILS_MAX-1) - 1) go raw without a try:
+ * data that compresses that badly (fio's: random blocks with a few
+ * zeroes) costs the sender's loop more than it saves on the wire.  One
+ * poor message alone (half random, half text) skips nothing; one that
+ * pays starts over.
+ */
+static int
+link_zskip(struct link *l)
+{
+	if (l->zskip == 0)
+		return 0;
+	l->zskip--;
+	return 1;
 }
 
 /*
@@ -1544,7 +1692,9 @@ link_send_msg(struct link *l, unsigned type, unsigned flags, const void *buf,
 		errno = ENOBUFS;
 		return -1;
 	}
-	if (zok && l->cctx != NULL && len >= ZMIN && !looks_random(buf, len)) {
+	if (zok && l->cctx != NULL && len >= ZMIN &&
+	    link_queued_bytes(l) >= l->zmin_queued && !link_zskip(l) &&
+	    !looks_random(buf, len)) {
 		/* Worth it only if it shrinks: capacity len - 1. */
 		r = ZSTD_compress2(l->cctx, l->zbuf + l->ihdr, len - 1, buf,
 		    len);
@@ -1554,6 +1704,13 @@ link_send_msg(struct link *l, unsigned type, unsigned flags, const void *buf,
 			m = l->zbuf;
 			l->st.compressed_out++;
 		}
+		/* Did not pay for its CPU: the next few go raw. */
+		if (ZSTD_isError(r) || r > len - (len >> ZPAY_SHIFT)) {
+			if (l->zfails < ZFAILS_MAX)
+				l->zfails++;
+			l->zskip = (1u << (l->zfails - 1)) - 1;
+		} else
+			l->zfails = 0;
 	}
 	if (m == l->obuf && buf != l->obuf + l->ihdr)
 		memcpy(l->obuf + l->ihdr, buf, len);

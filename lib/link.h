@@ -75,6 +75,19 @@ struct link_opts {
 	uint64_t		 rekey_usec;	/* 0: default */
 	const char		*peer_addr;	/* for messages, NULL: ask fd */
 	int			 cipher;	/* LINK_CIPHER_*, 0: auto */
+	/*
+	 * Compress only while at least this many bytes wait to be sent (0:
+	 * always): a link that keeps up with its sender gains nothing from
+	 * zstd but its cost in the sender's loop.
+	 */
+	size_t			 zmin_queued;
+	/*
+	 * Let messages wait up to this long to leave together (0: at once,
+	 * the first of each loop round without delay).  For a link whose
+	 * latency nobody waits for (asynchronous replication): fewer
+	 * writes, and fewer wake-ups of the peer.
+	 */
+	uint64_t		 delay_usec;
 };
 
 struct link_stats {

@@ -222,6 +222,13 @@ req_release(struct nbd_req *r)
 	c->inflight--;
 	if (c->dead)
 		conn_maybe_free(c);
+	else if (c->closing && c->inflight == 0)
+		/*
+		 * The last answer of a closing connection (perhaps one a
+		 * worker sent early, before the loop saw the DISC): the next
+		 * flush closes it.
+		 */
+		mark_dirty(c);
 	else if (!c->reading && !c->closing && !s->stopped &&
 	    c->inflight < NBD_CONN_INFLIGHT / 2) {
 		event_add(c->rev, NULL);

@@ -1324,6 +1324,52 @@ test_cipher(void)
 	reset();
 }
 
+/* Send one 4 KiB message number i, compressible or not. */
+static int
+send_one(int i, int z)
+{
+	unsigned char	buf[4096];
+
+	exp_len[i % 256] = sizeof(buf);
+	exp_z[i % 256] = z;
+	gen(buf, sizeof(buf), i, z);
+	return link_send(ce.l, (i % 256) + 7, buf, sizeof(buf));
+}
+
+/*
+ * zstd that does not pay backs off: after k poor results in a row the
+ * next 2^(k-1) - 1 messages go raw untried; one that pays starts over.
+ */
+static void
+test_zstd_backoff(void)
+{
+	struct link_stats	st;
+	int			i, n = 0, r = 0;
+
+	direct_pair(1);
+	ok(wait_ready(), "zstd backoff: ready");
+	/* Tried at 0, 1, 3, 7 (each fails), skipped 8..14. */
+	for (i = 0; i < 8; i++)
+		r |= send_one(n++, 0);
+	for (i = 0; i < 7; i++)
+		r |= send_one(n++, 1);
+	link_get_stats(ce.l, &st);
+	ok(r == 0 && st.compressed_out == 0, "zstd backoff: after four "
+	    "incompressible messages tried the next seven go untried (%llu "
+	    "compressed)", (unsigned long long)st.compressed_out);
+	for (i = 0; i < 8; i++)
+		r |= send_one(n++, 1);
+	link_get_stats(ce.l, &st);
+	ok(r == 0 && st.compressed_out == 8, "zstd backoff: then tried "
+	    "again, and every one that pays (%llu of 8)",
+	    (unsigned long long)st.compressed_out);
+	link_close(ce.l, NULL);
+	run(5000);
+	ok(se.nmsg == n && se.bad == 0, "zstd backoff: all %d messages "
+	    "intact (got %d, %d bad)", n, se.nmsg, se.bad);
+	reset();
+}
+
 /* Every attack, on the cipher set now. */
 static void
 attacks(void)
@@ -1366,6 +1412,7 @@ main(void)
 	test_steady_state();
 	test_tcp();
 	test_client_owned();
+	test_zstd_backoff();
 	reset();
 	free(chk);
 	event_base_free(base);

@@ -23,6 +23,7 @@ test_hello(void)
 	int			 i;
 
 	memset(&h, 0, sizeof(h));
+	memset(&g, 0, sizeof(g));	/* the padding too */
 	h.version = REPL_VERSION;
 	h.size = SIZE;
 	h.flags = REPL_F_PRIMARY | REPL_F_CRASHED;
