@@ -1133,6 +1133,11 @@ cmd_sync(int argc, char *argv[], int verify)
 
 	memset(&j, 0, sizeof(j));
 	j.window = RS_WINDOW;
+	/* --fix, as the long form of -f */
+	for (ch = 1; verify && ch < argc && strcmp(argv[ch], "--") != 0;
+	    ch++)
+		if (strcmp(argv[ch], "--fix") == 0)
+			argv[ch] = "-f";
 	while ((ch = getopt(argc, argv, verify ? "c:fR:W:" : "c:M:R:W:")) !=
 	    -1) {
 		if (ch == 'f')

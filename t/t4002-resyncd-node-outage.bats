@@ -45,7 +45,8 @@ teardown() {
 	cl_up
 	cl_kill b
 	cl_wait a peer.b.connected 0
-	dirty a 8
+	fio_bg fio1 a 3
+	wait_bg fio1
 	# the survivor steps down; the returning node may not take over
 	# before it has the data: not as soon as it knows it is behind...
 	run -0 cl_ctl a secondary
@@ -62,8 +63,8 @@ teardown() {
 	cl_wait b disk uptodate
 	run -0 cl_ctl b primary
 	cl_wait a peer.b.role primary
-	fio_bg fio1 b 3
-	wait_bg fio1
+	fio_bg fio2 b 3
+	wait_bg fio2
 	cl_stop a
 	cl_stop b
 	[ "$(cl_sum a)" = "$(cl_sum b)" ]
@@ -74,7 +75,8 @@ teardown() {
 	# b goes first; a goes on and tracks what b misses
 	cl_kill b
 	cl_wait a peer.b.connected 0
-	dirty a 4
+	fio_bg fio0 a 2
+	wait_bg fio0
 	cl_kill a
 	cl_kill c
 	cl_start a

@@ -54,7 +54,8 @@ progress() {
 	dirty=$(cl_status a peer.b.oos_bytes)
 	echo "dirty: $dirty bytes" >&3
 	[ "$dirty" -gt $((8 << 20)) ]
-	# slow enough to be caught in the middle
+	# slow enough to be caught in the middle, while fio writes on a
+	fio_bg fio1 a 6
 	start_daemon rsa resyncd -R 4M -c "$C/a/ctl.sock"
 	wait_for 20 eval '[ "$(progress a b)" -ge 25 ]'
 	kill_daemon rsa KILL || true
@@ -71,6 +72,7 @@ progress() {
 	[ "$left" -lt $((dirty / 2)) ]
 	cl_start b
 	cl_wait a peer.b.state uptodate 30
+	wait_bg fio1
 	sent=$(cl_status a peer.b.resync_sent_bytes)
 	echo "sent $sent bytes in all for $dirty dirty" >&3
 	# no more than the dirty data and one batch (the target's flush

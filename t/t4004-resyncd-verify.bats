@@ -31,7 +31,7 @@ teardown() {
 	[[ "${lines[-2]}" =~ \ a\ verify-done\ peer=b\ done_bytes=67108864\  ]]
 	[ "$(cl_status a peer.b.oos_bytes)" = $((5 * 4096)) ]
 	[ "$(cl_status a peer.b.verify_differ_blocks)" = 5 ]
-	run -0 resyncd verify -f -c "$C/a/ctl.sock" b
+	run -0 resyncd verify --fix -c "$C/a/ctl.sock" b
 	printf '%s\n' "${lines[@]}" | grep -qx "verify peer=b checked_bytes=67108864 differ_blocks=5"
 	[[ "${lines[-1]}" =~ \ a\ resync-done\ peer=b\ done_bytes=20480\  ]]
 	[ "$(cl_status a peer.b.oos_bytes)" = 0 ]
