@@ -56,6 +56,7 @@
 					   the link is dead (-D) */
 #define RS_MAX		256		/* resync requests at once */
 #define RS_FLUSH_BYTES	(4u << 20)	/* resynced between target flushes */
+#define RS_FLUSH_USEC	250000		/* ... and at most 4 a second */
 #define RS_BUFS		64		/* resync buffers kept for reuse */
 
 /* states of a write-type request (nbd_req.state) */
@@ -110,7 +111,7 @@ struct peer {
 	struct rng		*unfl;		/* acknowledged, not yet durable
 						   on the target */
 	size_t			 nunfl, unflcap, unfl_at_flush;
-	uint64_t		 unfl_bytes, rs_flush_id;
+	uint64_t		 unfl_bytes, rs_flush_id, rs_flush_t;
 	int			 rs_flushing;
 	uint64_t		 ka_t, ka_bytes;	/* keepalive */
 };
@@ -2125,6 +2126,7 @@ rs_flush(struct peer *p)
 	    p->rs_flush_id)) == -1)
 		return;
 	p->rs_flushing = 1;
+	p->rs_flush_t = now_usec();
 	p->unfl_at_flush = p->nunfl;
 }
 
@@ -2142,8 +2144,13 @@ rs_check(struct peer *p)
 
 	if (p->link == NULL || !p->hello)
 		return;
-	if (p->nunfl > 0 && !p->rs_flushing && (p->unfl_bytes >=
-	    RS_FLUSH_BYTES || p->rs_inflight == 0))
+	/*
+	 * Each flush stalls the target's writes a moment, the application's
+	 * too: not more often than RS_FLUSH_USEC while the resync runs.
+	 */
+	if (p->nunfl > 0 && !p->rs_flushing && (p->rs_inflight == 0 ||
+	    (p->unfl_bytes >= RS_FLUSH_BYTES && now_usec() - p->rs_flush_t >=
+	    RS_FLUSH_USEC)))
 		rs_flush(p);
 	if (p->st != PS_NEEDS_RESYNC || !p->bm_sent || !p->bm_got ||
 	    mp->oos_blocks > 0 || p->rs_inflight > 0 || p->nunfl > 0 ||

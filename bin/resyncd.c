@@ -606,10 +606,10 @@ cmd_recv(int argc, char *argv[])
  * in blkmirror's bitmaps, so a resync that was interrupted continues
  * where it stopped.
  */
-#define RS_WINDOW	32		/* requests in flight */
+#define RS_WINDOW	64		/* requests in flight */
 #define RS_TICK_USEC	200000		/* rate control and progress */
 #define RS_RATE_MIN	(4ULL << 20)
-#define RS_RATE_START	(256ULL << 20)
+#define RS_RATE_START	(32ULL << 20)
 #define RS_RATE_MAX	(16ULL << 30)
 
 struct ctlconn {
@@ -842,8 +842,9 @@ answer(struct rsjob *j, int timeout_ms)
 
 /*
  * The rate: fixed, or adapted every tick.  The application's write
- * latency is compared with the lowest seen while we were idle or slow;
- * above twice that, we back off; below, we speed up.
+ * latency is compared with what it was before we started (or the lowest
+ * seen since); above 1.5 times that, we halve the rate; below, we speed
+ * up by a quarter, and by half while nobody writes.
  */
 static void
 tick(struct rsjob *j)
@@ -867,12 +868,12 @@ tick(struct rsjob *j)
 		j->rate = j->rate * 3 / 2;	/* nobody writes: full speed */
 	} else if (j->base_lat == 0 || lat < j->base_lat) {
 		j->base_lat = lat;
-		j->rate = j->rate * 6 / 5;
-	} else if (lat > 2 * j->base_lat + 50) {
-		j->rate = j->rate * 3 / 5;
-		j->base_lat += j->base_lat / 16 + 1;	/* forget slowly */
+		j->rate = j->rate * 5 / 4;
+	} else if (lat > j->base_lat * 3 / 2 + 20) {
+		j->rate = j->rate / 2;
+		j->base_lat += j->base_lat / 32 + 1;	/* forget slowly */
 	} else
-		j->rate = j->rate * 6 / 5;
+		j->rate = j->rate * 5 / 4;
 	j->last_writes = writes;
 	if (j->rate < RS_RATE_MIN)
 		j->rate = RS_RATE_MIN;
@@ -1003,6 +1004,10 @@ resync_peer(struct rsjob *j, int wait_connect)
 	int		up;
 
 	job_start(j);
+	status(j, kv);
+	/* the application's write latency before we add to its load */
+	j->base_lat = strtoull(kv[K_LAT].val, NULL, 10);
+	j->last_writes = strtoull(kv[K_WRITES].val, NULL, 10);
 	for (;;) {
 		status(j, kv);
 		j->remaining = strtoull(kv[K_OOS].val, NULL, 10);
