@@ -3602,7 +3602,7 @@ keepalive(evutil_socket_t fd, short what, void *arg)
 			continue;
 		}
 		if (link_queued_bytes(p->link) == 0)
-			link_send(p->link, REPL_PING, NULL, 0);
+			link_send(p->link, REPL_PING, "", 0);
 	}
 }
 
