@@ -117,9 +117,11 @@ kill_daemon() {
 	local f=$BATS_TEST_TMPDIR/$1.pid pid
 	[ -f "$f" ] || return 0
 	pid=$(cat "$f"); rm -f "$f"
-	kill -"${2:-KILL}" "$pid" 2>/dev/null
-	wait "$pid" 2>/dev/null || true
-	kill -KILL -- "-$pid" 2>/dev/null
+	# children first: some (fio's jobs) leave the process group
+	pkill -"${2:-KILL}" -P "$pid" 2>/dev/null || :
+	kill -"${2:-KILL}" "$pid" 2>/dev/null || :
+	wait "$pid" 2>/dev/null || :
+	kill -KILL -- "-$pid" 2>/dev/null || :
 	return 0
 }
 
@@ -129,6 +131,7 @@ stop_all_daemons() {
 	for f in "$BATS_TEST_TMPDIR"/*.pid; do
 		[ -e "$f" ] || continue
 		pid=$(cat "$f"); rm -f "$f"
+		pkill -KILL -P "$pid" 2>/dev/null || :
 		kill -TERM -- "-$pid" 2>/dev/null || kill -TERM "$pid" 2>/dev/null
 	done
 	for f in $(jobs -p); do
