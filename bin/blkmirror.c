@@ -363,28 +363,35 @@ chunk_end(struct nbd_req *r)
 	return e < r->end ? e : r->end;
 }
 
-static void
-work_read(struct ioq_job *j)
+/* Read [off, off + len) of the store; past its end reads zeroes. */
+static int
+read_full(unsigned char *b, uint32_t len, uint64_t off)
 {
-	struct nbd_req	*r = job_req(j);
-	uint32_t	 done = 0;
-	ssize_t		 n;
+	uint32_t	done = 0;
+	ssize_t		n;
 
-	while (done < r->len) {
-		n = pread(devfd, r->buf + done, r->len - done,
-		    r->offset + done);
+	while (done < len) {
+		n = pread(devfd, b + done, len - done, off + done);
 		if (n == -1 && errno == EINTR)
 			continue;
-		if (n == -1) {
-			j->err = errno;
-			return;
-		}
+		if (n == -1)
+			return errno;
 		if (n == 0) {
-			memset(r->buf + done, 0, r->len - done);
+			memset(b + done, 0, len - done);
 			break;
 		}
 		done += n;
 	}
+	return 0;
+}
+
+static void
+work_read(struct ioq_job *j)
+{
+	struct nbd_req	*r = job_req(j);
+
+	if ((j->err = read_full(r->buf, r->len, r->offset)) != 0)
+		return;
 	j->quiet = nbd_req_reply_early(r);
 }
 
@@ -1475,28 +1482,6 @@ struct rjob {
 	unsigned char	 mask[REPL_RS_BLOCKS / 8];	/* RJ_RS_CSUM */
 	unsigned char	 data[];
 };
-
-/* Read [off, off + len) of the store; past its end reads zeroes. */
-static int
-read_full(unsigned char *b, uint32_t len, uint64_t off)
-{
-	uint32_t	done = 0;
-	ssize_t		n;
-
-	while (done < len) {
-		n = pread(devfd, b + done, len - done, off + done);
-		if (n == -1 && errno == EINTR)
-			continue;
-		if (n == -1)
-			return errno;
-		if (n == 0) {
-			memset(b + done, 0, len - done);
-			break;
-		}
-		done += n;
-	}
-	return 0;
-}
 
 static void
 block_hash(unsigned char *out, const unsigned char *b)
