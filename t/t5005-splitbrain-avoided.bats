@@ -20,17 +20,7 @@ teardown() {
 	stop_all_daemons
 }
 
-up() {
-	sb_start a "$@"
-	sb_start b "$@"
-	sb_start c "$@"
-	cl_wait a peer.b.state uptodate
-	cl_wait a peer.c.state uptodate
-	cl_wait b peer.c.state uptodate
-	run -0 cl_ctl a primary
-	cl_wait b peer.a.role primary
-	cl_wait c peer.a.role primary
-}
+up() { CL_START=sb_start cl_up "$@"; }
 
 @test "quorum on: the cut-off primary suspends, so at most one primary acknowledges writes" {
 	up -A after-sb-2pri=discard-zero-changes

@@ -60,11 +60,12 @@ cl_wait() {
 cl_uri() { echo "nbd+unix:///?socket=$C/$1/nbd.sock"; }
 cl_sum() { md5sum <"$C/$1/disk" | cut -d' ' -f1; }
 
-# cl_up: all three nodes, a primary, every pair connected.
+# cl_up: all three nodes, a primary, every pair connected (each node
+# started by $CL_START, cl_start unless set).
 cl_up() {
-	cl_start a "$@"
-	cl_start b "$@"
-	cl_start c "$@"
+	${CL_START:-cl_start} a "$@"
+	${CL_START:-cl_start} b "$@"
+	${CL_START:-cl_start} c "$@"
 	cl_wait a peer.b.state uptodate
 	cl_wait a peer.c.state uptodate
 	cl_wait b peer.c.state uptodate
