@@ -1176,11 +1176,9 @@ repl_write(struct nbd_req *r)
 			    ((r->flags & NBD_CMD_FLAG_FUA) ? REPL_D_FUA : 0);
 			b = link_msg_buf(p->link);
 			repl_data_enc(b, &d);
-			if (r->type == NBD_CMD_WRITE)
-				memcpy(b + REPL_DATA_HDR, r->buf +
-				    (off - r->offset), n);
-			if (link_send_buf(p->link, REPL_DATA, REPL_DATA_HDR +
-			    (r->type == NBD_CMD_WRITE ? n : 0)) == -1) {
+			if (link_send_tail(p->link, REPL_DATA, REPL_DATA_HDR,
+			    r->buf + (off - r->offset),
+			    r->type == NBD_CMD_WRITE ? n : 0) == -1) {
 				log_warn("peer %s: send", p->name);
 				mark_oos(p, off, r->offset + r->len - off);
 				break;

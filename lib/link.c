@@ -230,6 +230,7 @@ static void	 link_consume(struct link *, size_t);
 static void	 link_ended(struct link *, int);
 static int	 link_deliver(struct link *, const unsigned char *, size_t);
 static int	 link_push(struct link *, unsigned char *, size_t,
+		    const unsigned char *, size_t,
 		    unsigned char);
 static void	 derive(unsigned char [32], const char *,
 		    const unsigned char *, const unsigned char *,
@@ -245,13 +246,13 @@ static void	 client_link_closed(struct link *);
 static int	 link_alloc(struct link *);
 static void	 gcm_nonce(unsigned char [12], uint64_t);
 static int	 link_seal(struct link *, unsigned char *, unsigned char *,
-		    size_t, unsigned char);
+		    size_t, const unsigned char *, size_t, unsigned char);
 static int	 gcm_rekey(EVP_CIPHER_CTX *, unsigned char [32], uint64_t *,
 		    int);
 static int	 gcm_key(EVP_CIPHER_CTX *, const unsigned char [32], int);
 static int	 gcm_seal(EVP_CIPHER_CTX *, unsigned char *,
-		    const unsigned char *, size_t, const unsigned char [4],
-		    const unsigned char [12]);
+		    const unsigned char *, size_t, const unsigned char *,
+		    size_t, const unsigned char [4], const unsigned char [12]);
 static int	 gcm_open(EVP_CIPHER_CTX *, unsigned char *,
 		    const unsigned char *, size_t, const unsigned char [4],
 		    const unsigned char [12]);
@@ -819,7 +820,7 @@ link_close(struct link *l, const char *reason)
 	memset(l->obuf, 0, l->ihdr);
 	if (n > 0)
 		memcpy(l->obuf + l->ihdr, reason, n);
-	if (link_push(l, l->obuf, l->ihdr + n, TAG_FINAL) == -1) {
+	if (link_push(l, l->obuf, l->ihdr + n, NULL, 0, TAG_FINAL) == -1) {
 		link_closed(l);		/* with our reason, unchanged */
 		return;
 	}
@@ -1395,18 +1396,21 @@ looks_random(const unsigned char *p, size_t n)
  */
 static int
 link_seal(struct link *l, unsigned char *p, unsigned char *m, size_t mlen,
-    unsigned char tag)
+    const unsigned char *t, size_t tlen, unsigned char tag)
 {
 	unsigned char	nonce[crypto_aead_aes256gcm_NPUBBYTES];
 
 	if (!l->gcm) {
+		/* link_send_msg() gives a tail only to GCM. */
+		if (tlen != 0)
+			return -1;
 		crypto_secretstream_xchacha20poly1305_push(&l->tx,
 		    p + FRAME_HDR, NULL, m, mlen, p, FRAME_HDR, tag);
 		return 0;
 	}
 	m[0] = tag;
 	gcm_nonce(nonce, l->gtx_n++);
-	if (gcm_seal(l->gtx, p + FRAME_HDR, m, mlen, p, nonce) == -1)
+	if (gcm_seal(l->gtx, p + FRAME_HDR, m, mlen, t, tlen, p, nonce) == -1)
 		return -1;
 	if (tag == TAG_REKEY &&
 	    gcm_rekey(l->gtx, l->gtx_key, &l->gtx_n, 1) == -1)
@@ -1418,6 +1422,8 @@ link_seal(struct link *l, unsigned char *p, unsigned char *m, size_t mlen,
  * AES-256-GCM through libcrypto, which uses VAES and AVX where the CPU has
  * them (twice libsodium's speed here); the format is standard GCM: the
  * ciphertext, then the 16-byte tag, the frame length as additional data.
+ * The plaintext may come in two pieces, m then t (a message's header and
+ * the data it carries, sealed where they are instead of copied together).
  */
 static int
 gcm_key(EVP_CIPHER_CTX *ctx, const unsigned char key[32], int enc)
@@ -1428,17 +1434,20 @@ gcm_key(EVP_CIPHER_CTX *ctx, const unsigned char key[32], int enc)
 
 static int
 gcm_seal(EVP_CIPHER_CTX *ctx, unsigned char *c, const unsigned char *m,
-    size_t mlen, const unsigned char ad[FRAME_HDR],
-    const unsigned char nonce[12])
+    size_t mlen, const unsigned char *t, size_t tlen,
+    const unsigned char ad[FRAME_HDR], const unsigned char nonce[12])
 {
-	int	n, k;
+	int	n, nt = 0, k;
 
 	if (EVP_EncryptInit_ex(ctx, NULL, NULL, NULL, nonce) != 1 ||
 	    EVP_EncryptUpdate(ctx, NULL, &n, ad, FRAME_HDR) != 1 ||
 	    EVP_EncryptUpdate(ctx, c, &n, m, (int)mlen) != 1 ||
-	    EVP_EncryptFinal_ex(ctx, c + n, &k) != 1 ||
+	    (tlen > 0 && EVP_EncryptUpdate(ctx, c + n, &nt, t, (int)tlen) !=
+	    1) ||
+	    EVP_EncryptFinal_ex(ctx, c + n + nt, &k) != 1 ||
+	    (size_t)n + nt + k != mlen + tlen ||
 	    EVP_CIPHER_CTX_ctrl(ctx, EVP_CTRL_GCM_GET_TAG, GCM_ABYTES,
-	    c + mlen) != 1)
+	    c + mlen + tlen) != 1)
 		return -1;
 	return 0;
 }
@@ -1580,17 +1589,21 @@ link_delay_cb(evutil_socket_t fd, short ev, void *arg)
 	link_undelay(l);
 }
 
-/* Encrypt obuf[0..mlen) as one frame straight into the output buffer. */
+/*
+ * Encrypt m[0..mlen), then t[0..tlen) (GCM only), as one frame straight
+ * into the output buffer.
+ */
 static int
-link_push(struct link *l, unsigned char *m, size_t mlen, unsigned char tag)
+link_push(struct link *l, unsigned char *m, size_t mlen,
+    const unsigned char *t, size_t tlen, unsigned char tag)
 {
 	struct evbuffer	*out = bufferevent_get_output(l->wbev);
 	struct evbuffer_iovec v;
 	unsigned char	*p;
-	size_t		 flen = l->abytes + mlen;
+	size_t		 flen = l->abytes + mlen + tlen;
 
 	if (tag == TAG_MESSAGE) {
-		l->since_rekey += mlen;
+		l->since_rekey += mlen + tlen;
 		if (l->since_rekey >= l->rekey_bytes ||
 		    (l->gcm && l->gtx_n >= GCM_REKEY_MSGS) ||
 		    now_usec() >= l->rekey_at) {
@@ -1602,7 +1615,7 @@ link_push(struct link *l, unsigned char *m, size_t mlen, unsigned char tag)
 	}
 	if ((p = oring_get(l->ring, FRAME_HDR + flen)) != NULL) {
 		put_be32(p, flen);
-		if (link_seal(l, p, m, mlen, tag) == -1) {
+		if (link_seal(l, p, m, mlen, t, tlen, tag) == -1) {
 			errno = EIO;
 			return -1;
 		}
@@ -1624,7 +1637,7 @@ link_push(struct link *l, unsigned char *m, size_t mlen, unsigned char tag)
 		}
 		p = v.iov_base;
 		put_be32(p, flen);
-		if (link_seal(l, p, m, mlen, tag) == -1) {
+		if (link_seal(l, p, m, mlen, t, tlen, tag) == -1) {
 			errno = EIO;
 			return -1;
 		}
@@ -1670,10 +1683,10 @@ link_zskip(struct link *l)
  */
 static int
 link_send_msg(struct link *l, unsigned type, unsigned flags, const void *buf,
-    size_t len, int zok)
+    size_t len, const void *tail, size_t tlen, int zok)
 {
 	unsigned char	*m = l->obuf;
-	size_t		 r, plen = len;
+	size_t		 r, plen;
 
 	if (l->state != LS_OPEN) {
 		errno = ENOTCONN;
@@ -1683,7 +1696,7 @@ link_send_msg(struct link *l, unsigned type, unsigned flags, const void *buf,
 		errno = EINVAL;
 		return -1;
 	}
-	if (len > l->send_max) {
+	if (len > l->send_max || tlen > l->send_max - len) {
 		errno = EMSGSIZE;
 		return -1;
 	}
@@ -1692,7 +1705,18 @@ link_send_msg(struct link *l, unsigned type, unsigned flags, const void *buf,
 		errno = ENOBUFS;
 		return -1;
 	}
-	if (zok && l->cctx != NULL && len >= ZMIN &&
+	/*
+	 * A tail is sealed where it is, unless zstd may want the message
+	 * whole or the cipher takes it only in one piece.
+	 */
+	if (tlen > 0 && (!l->gcm || (zok && l->cctx != NULL &&
+	    len + tlen >= ZMIN && link_queued_bytes(l) >= l->zmin_queued))) {
+		memcpy(l->obuf + l->ihdr + len, tail, tlen);
+		len += tlen;
+		tlen = 0;
+	}
+	plen = len;
+	if (zok && tlen == 0 && l->cctx != NULL && len >= ZMIN &&
 	    link_queued_bytes(l) >= l->zmin_queued && !link_zskip(l) &&
 	    !looks_random(buf, len)) {
 		/* Worth it only if it shrinks: capacity len - 1. */
@@ -1717,17 +1741,17 @@ link_send_msg(struct link *l, unsigned type, unsigned flags, const void *buf,
 	m[l->ihdr - 3] = type >> 8;
 	m[l->ihdr - 2] = type;
 	m[l->ihdr - 1] = flags;
-	if (link_push(l, m, l->ihdr + plen, TAG_MESSAGE) == -1)
+	if (link_push(l, m, l->ihdr + plen, tail, tlen, TAG_MESSAGE) == -1)
 		return -1;
 	l->st.msgs_out++;
-	l->st.bytes_out += len;
+	l->st.bytes_out += len + tlen;
 	return 0;
 }
 
 int
 link_send(struct link *l, unsigned type, const void *buf, size_t len)
 {
-	return link_send_msg(l, type, 0, buf, len, 1);
+	return link_send_msg(l, type, 0, buf, len, NULL, 0, 1);
 }
 
 void *
@@ -1740,14 +1764,26 @@ link_msg_buf(struct link *l)
 int
 link_send_buf(struct link *l, unsigned type, size_t len)
 {
-	return link_send_msg(l, type, 0, l->obuf + l->ihdr, len, 1);
+	return link_send_msg(l, type, 0, l->obuf + l->ihdr, len, NULL, 0, 1);
+}
+
+int
+link_send_tail(struct link *l, unsigned type, size_t len, const void *tail,
+    size_t tlen)
+{
+	if (l->obuf == NULL) {
+		errno = ENOTCONN;
+		return -1;
+	}
+	return link_send_msg(l, type, 0, l->obuf + l->ihdr, len, tail, tlen,
+	    1);
 }
 
 int
 link_send_raw(struct link *l, unsigned type, unsigned flags, const void *buf,
     size_t len)
 {
-	return link_send_msg(l, type, flags, buf, len, 0);
+	return link_send_msg(l, type, flags, buf, len, NULL, 0, 0);
 }
 
 /*

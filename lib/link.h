@@ -127,6 +127,13 @@ int		 link_send(struct link *, unsigned type, const void *, size_t);
  */
 void		*link_msg_buf(struct link *);
 int		 link_send_buf(struct link *, unsigned type, size_t);
+/*
+ * The same, with the message's first len bytes at link_msg_buf() and the
+ * rest, tlen bytes, at tail, which the link reads before it returns (a
+ * header and the data it carries, without copying the data there first).
+ */
+int		 link_send_tail(struct link *, unsigned type, size_t len,
+		    const void *tail, size_t tlen);
 size_t		 link_queued_bytes(struct link *);
 int		 link_writable(struct link *);	/* queue below hiwat */
 size_t		 link_max_msg(struct link *);

@@ -223,13 +223,21 @@ static int
 send_all(const size_t *sizes, int n, int z)
 {
 	unsigned char	*buf = malloc(MAXMSG + 1);
+	size_t		 h;
 	int		 i, r = 0;
 
 	for (i = 0; i < n && r == 0; i++) {
 		exp_len[i % 256] = sizes[i];
 		exp_z[i % 256] = z && i % 3 != 2;
 		gen(buf, sizes[i], i, exp_z[i % 256]);
-		r = link_send(ce.l, (i % 256) + 7, buf, sizes[i]);
+		if (i % 4 == 1) {
+			/* A head at link_msg_buf() and a tail elsewhere. */
+			h = sizes[i] > 0 ? randombytes_uniform(sizes[i]) : 0;
+			memcpy(link_msg_buf(ce.l), buf, h);
+			r = link_send_tail(ce.l, (i % 256) + 7, h, buf + h,
+			    sizes[i] - h);
+		} else
+			r = link_send(ce.l, (i % 256) + 7, buf, sizes[i]);
 		while (r == 0 && !link_writable(ce.l))
 			event_base_loop(base, EVLOOP_ONCE);
 	}
@@ -263,6 +271,8 @@ test_roundtrip(int z)
 	ok(send_all(sizes, n, z) == 0, "z=%d: %d messages queued", z, n);
 	ok(link_send(ce.l, 1, big, MAXMSG + 1) == -1 && errno == EMSGSIZE,
 	    "z=%d: a message over the maximum is refused with EMSGSIZE", z);
+	ok(link_send_tail(ce.l, 1, 16, big, MAXMSG - 15) == -1 &&
+	    errno == EMSGSIZE, "z=%d: so is a head and tail over it", z);
 	link_close(ce.l, NULL);
 	run(5000);
 	ok(se.nmsg == n && se.bad == 0, "z=%d: all %d messages arrived "
