@@ -197,6 +197,7 @@ static uint64_t			 rsid;
 static unsigned char		*rsbufs[RS_BUFS];
 static int			 nrsbufs;
 static uint64_t			 wlat_ewma, wlat_n;
+static uint64_t			 flush_seen;	/* the last FLUSH, now_usec */
 static uint64_t			 ka_dead = KA_DEAD;
 static void	on_ready(struct link *, const char *);
 static void	on_message(struct link *, unsigned, const void *, size_t);
@@ -414,6 +415,27 @@ write_zeroes(uint64_t off, uint64_t len)
 	return 0;
 }
 
+/*
+ * Where FLUSHes come often (a database's commits, fio --fsync=1), a write
+ * is sent on to the disk as soon as it is in the page cache: the FLUSH
+ * that follows then waits for the device's cache flush only, not for the
+ * write too (about 100 instead of 160 us here), on the primary and on its
+ * sync peer alike.  Advisory: the FLUSH reports any error.
+ */
+#define WB_EAGER_USEC	2000	/* since the last FLUSH */
+
+static int
+wb_eager(void)
+{
+	return flush_seen != 0 && now_usec() - flush_seen < WB_EAGER_USEC;
+}
+
+static void
+start_writeback(uint64_t off, uint64_t len)
+{
+	(void)sync_file_range(devfd, off, len, SYNC_FILE_RANGE_WRITE);
+}
+
 /* One chunk of a WRITE, TRIM or WRITE_ZEROES: [cur, chunk_end). */
 static void
 work_write(struct ioq_job *j)
@@ -459,6 +481,8 @@ work_write(struct ioq_job *j)
 	if (j->err == 0 && (r->flags & NBD_CMD_FLAG_FUA) &&
 	    chunk_end(r) == r->end && fdatasync(devfd) == -1)
 		j->err = errno;
+	else if (j->err == 0 && r->wb)
+		start_writeback(r->cur, chunk_end(r) - r->cur);
 	/*
 	 * Done locally, and no peer to wait for yet: the client may have
 	 * its answer now; the loop does the bookkeeping after.
@@ -689,6 +713,8 @@ static void
 submit_chunk(struct nbd_req *r)
 {
 	r->state = W_IO;
+	/* Only while a sync peer's ACK is awaited: that hides it. */
+	r->wb = r->type == NBD_CMD_WRITE && r->acks > 0 && wb_eager();
 	r->job.work = work_write;
 	r->job.done = done_write;
 	r->job.slow = (r->flags & NBD_CMD_FLAG_FUA) ||
@@ -849,6 +875,7 @@ submit(struct nbd_req *r, void *arg)
 		ioq_submit(ioq, &r->job);
 		return;
 	case NBD_CMD_FLUSH:
+		flush_seen = now_usec();
 		/* The peers flush while we do; dirty bitmaps go first. */
 		if (primary && npeers > 0)
 			repl_flush(r);
@@ -1476,7 +1503,7 @@ struct rjob {
 	uint64_t	 gen, seq, off;
 	uint32_t	 len, cap;
 	uint16_t	 cmd, flags;
-	int		 kind;
+	int		 kind, wb;
 	unsigned char	 mask[REPL_RS_BLOCKS / 8];	/* RJ_RS_CSUM */
 	unsigned char	 data[];
 };
@@ -1560,9 +1587,12 @@ work_rjob(struct ioq_job *j)
 		j->err = csum_compare(rj);
 	else if (rj->cmd == NBD_CMD_FLUSH)
 		j->err = fdatasync(devfd) == -1 ? errno : 0;
-	else
+	else {
 		j->err = apply(rj->cmd, rj->off, rj->len, rj->data,
 		    rj->flags & REPL_D_FUA);
+		if (j->err == 0 && rj->wb)
+			start_writeback(rj->off, rj->len);
+	}
 }
 
 static void
@@ -1628,6 +1658,8 @@ rjob_submit(struct peer *p, int kind, uint64_t seq, uint16_t cmd,
 		e = apply(cmd, off, len, data, 0);
 		ioq_inline_took(ioq, &c);
 		link_send(p->link, REPL_ACK, b, repl_ack_enc(b, seq, e));
+		if (e == 0 && wb_eager())
+			start_writeback(off, len);
 		return;
 	}
 	rj = rjob_get(n);
@@ -1640,6 +1672,7 @@ rjob_submit(struct peer *p, int kind, uint64_t seq, uint16_t cmd,
 	rj->off = off;
 	rj->len = len;
 	rj->flags = flags;
+	rj->wb = kind == RJ_REPL && cmd == NBD_CMD_WRITE && wb_eager();
 	if (n)
 		memcpy(rj->data, data, n);
 	rj->job.work = work_rjob;
@@ -3499,6 +3532,7 @@ on_message(struct link *l, unsigned type, const void *buf, size_t len)
 			journal_boundary(p, &f);
 			return;
 		}
+		flush_seen = now_usec();
 		rjob_submit(p, RJ_REPL, f.seq, NBD_CMD_FLUSH, 0, 0, 0, NULL,
 		    0);
 		return;

@@ -112,6 +112,7 @@ struct nbd_req {
 	/* replication (blkmirror) */
 	unsigned int		 acks;		/* peer ACKs still awaited */
 	int			 local_done, lerr, early_ok, repl;
+	int			 wb;		/* start writeback when written */
 	uint64_t		 need_bm;	/* metadata generation to wait for */
 	uint64_t		 t0;		/* submitted (now_usec) */
 };
