@@ -131,6 +131,7 @@ struct link {
 	int			 flush_due;	/* flush_ev is active */
 	struct event		*delay_ev;	/* end of a delay_usec wait */
 	int			 delayed;	/* writing is off until then */
+	int			 nodirect;	/* wfd is no socket */
 	uint64_t		 delay_usec;
 
 	enum link_role		 role;
@@ -232,6 +233,8 @@ static int	 link_deliver(struct link *, const unsigned char *, size_t);
 static int	 link_push(struct link *, unsigned char *, size_t,
 		    const unsigned char *, size_t,
 		    unsigned char);
+static size_t	 link_direct(struct link *, unsigned char,
+		    const unsigned char *, size_t);
 static void	 derive(unsigned char [32], const char *,
 		    const unsigned char *, const unsigned char *,
 		    const unsigned char *, const unsigned char *);
@@ -1590,6 +1593,38 @@ link_delay_cb(evutil_socket_t fd, short ev, void *arg)
 }
 
 /*
+ * The first message of a round, with nothing queued before it, goes
+ * straight to the socket: the bufferevent would arm its write event for
+ * it, and disarm it after, two more system calls each way for a small
+ * message that the socket takes at once.  The rest of the round queues
+ * (link_kick).  Returns how much was written; what is not, and any
+ * error, is the bufferevent's.
+ */
+static size_t
+link_direct(struct link *l, unsigned char tag, const unsigned char *p,
+    size_t n)
+{
+	ssize_t	w;
+
+	if (l->nodirect || l->flush_due || l->flush_ev == NULL ||
+	    l->delay_usec > 0 || l->delayed || tag == TAG_FINAL ||
+	    l->state != LS_OPEN ||
+	    evbuffer_get_length(bufferevent_get_output(l->wbev)) != 0)
+		return 0;
+	w = send(bufferevent_getfd(l->wbev), p, n, MSG_DONTWAIT |
+	    MSG_NOSIGNAL);
+	if (w == -1) {
+		if (errno == ENOTSOCK)
+			l->nodirect = 1;
+		return 0;
+	}
+	/* As link_kick: the others of this round wait for its end. */
+	l->flush_due = 1;
+	event_active(l->flush_ev, EV_TIMEOUT, 0);
+	return w;
+}
+
+/*
  * Encrypt m[0..mlen), then t[0..tlen) (GCM only), as one frame straight
  * into the output buffer.
  */
@@ -1600,7 +1635,7 @@ link_push(struct link *l, unsigned char *m, size_t mlen,
 	struct evbuffer	*out = bufferevent_get_output(l->wbev);
 	struct evbuffer_iovec v;
 	unsigned char	*p;
-	size_t		 flen = l->abytes + mlen + tlen;
+	size_t		 flen = l->abytes + mlen + tlen, sent;
 
 	if (tag == TAG_MESSAGE) {
 		l->since_rekey += mlen + tlen;
@@ -1619,10 +1654,15 @@ link_push(struct link *l, unsigned char *m, size_t mlen,
 			errno = EIO;
 			return -1;
 		}
+		if ((sent = link_direct(l, tag, p, FRAME_HDR + flen)) ==
+		    FRAME_HDR + flen) {
+			l->st.wire_out += sent;
+			return 0;
+		}
 		l->ring->head = p - l->ring->buf + FRAME_HDR + flen;
 		l->ring->inflight++;
-		if (evbuffer_add_reference(out, p, FRAME_HDR + flen,
-		    oring_release, l->ring) == -1) {
+		if (evbuffer_add_reference(out, p + sent, FRAME_HDR + flen -
+		    sent, oring_release, l->ring) == -1) {
 			l->ring->head = p - l->ring->buf;
 			l->ring->inflight--;
 			errno = ENOMEM;

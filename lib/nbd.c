@@ -674,16 +674,25 @@ conn_read(evutil_socket_t fd, short what, void *arg)
 	struct nbd_conn		*c = arg;
 	struct nbd_server	*s = c->srv;
 	ssize_t			 n;
-	int		 rv, rounds = 0;
+	size_t			 want;
+	int		 rv, rounds = 0, drained = 0;
 
 	(void)what;
+	/*
+	 * A read shorter than asked emptied the socket: rather than a read
+	 * that would fail with EAGAIN, wait for the next readable event
+	 * (level-triggered: data that came since is not missed).
+	 */
 	while (!c->closing && c->inflight < NBD_CONN_INFLIGHT &&
 	    rounds++ < 256) {
 		if (c->state == TX_PAYLOAD && c->rstart == c->rend) {
+			if (drained)
+				break;
 			/* Large payloads go straight to their buffer. */
-			n = read(fd, c->cur->buf + c->got,
-			    c->cur->len - c->got);
+			want = c->cur->len - c->got;
+			n = read(fd, c->cur->buf + c->got, want);
 			if (n > 0) {
+				drained = (size_t)n < want;
 				c->got += n;
 				if (c->got == c->cur->len)
 					payload_done(c);
@@ -694,14 +703,18 @@ conn_read(evutil_socket_t fd, short what, void *arg)
 				return;
 			if (rv == 1)
 				continue;
+			if (drained)
+				break;
 			if (c->rstart > 0) {
 				memmove(c->rbuf, c->rbuf + c->rstart,
 				    c->rend - c->rstart);
 				c->rend -= c->rstart;
 				c->rstart = 0;
 			}
-			n = read(fd, c->rbuf + c->rend, RBUF_SIZE - c->rend);
+			want = RBUF_SIZE - c->rend;
+			n = read(fd, c->rbuf + c->rend, want);
 			if (n > 0) {
+				drained = (size_t)n < want;
 				c->rend += n;
 				continue;
 			}
