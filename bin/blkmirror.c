@@ -2146,6 +2146,35 @@ rs_flush(struct peer *p)
 	p->unfl_at_flush = p->nunfl;
 }
 
+static void
+rs_flush_tick(evutil_socket_t fd, short what, void *arg)
+{
+	struct peer	*p;
+
+	(void)fd;
+	(void)what;
+	(void)arg;
+	TAILQ_FOREACH(p, &peers, entry)
+		rs_check(p);
+}
+
+/* Look at the flushes again in us microseconds. */
+static void
+rs_flush_later(uint64_t us)
+{
+	static struct event	*ev;
+	struct timeval		 tv;
+
+	if (ev == NULL && (ev = evtimer_new(base, rs_flush_tick, NULL)) ==
+	    NULL)
+		fatalx("evtimer_new");
+	if (evtimer_pending(ev, NULL))
+		return;
+	tv.tv_sec = us / 1000000;
+	tv.tv_usec = us % 1000000;
+	evtimer_add(ev, &tv);
+}
+
 /*
  * rs_check: flush the target when enough waits, and end the resync when
  * no block is left, nothing is in flight and all of it is durable.
@@ -2156,18 +2185,27 @@ rs_check(struct peer *p)
 	struct meta_peer *mp = &m->peer[p->slot];
 	unsigned char	 b[REPL_GI_SIZE];
 	uint64_t	 h[GI_HISTORY] = { m->gi_history[0], m->gi_history[1] };
+	uint64_t	 since;
 	char		 t[32];
 
 	if (p->link == NULL || !p->hello)
 		return;
 	/*
-	 * Each flush stalls the target's writes a moment, the application's
-	 * too: not more often than RS_FLUSH_USEC while the resync runs.
+	 * A flush can stall the target's writes a moment, the application's
+	 * too: while the resync runs, not more often than RS_FLUSH_USEC,
+	 * after RS_FLUSH_BYTES or when nothing is in flight (a paced resync
+	 * empties its pipeline between requests all the time: no reason to
+	 * flush more often); at once when nothing is left to move.
 	 */
-	if (p->nunfl > 0 && !p->rs_flushing && (p->rs_inflight == 0 ||
-	    (p->unfl_bytes >= RS_FLUSH_BYTES && now_usec() - p->rs_flush_t >=
-	    RS_FLUSH_USEC)))
-		rs_flush(p);
+	if (p->nunfl > 0 && !p->rs_flushing) {
+		since = now_usec() - p->rs_flush_t;
+		if ((p->rs_inflight == 0 && mp->oos_blocks == 0) ||
+		    ((p->rs_inflight == 0 || p->unfl_bytes >= RS_FLUSH_BYTES) &&
+		    since >= RS_FLUSH_USEC))
+			rs_flush(p);
+		else if (p->rs_inflight == 0)
+			rs_flush_later(RS_FLUSH_USEC - since);
+	}
 	if (p->st != PS_NEEDS_RESYNC || !p->bm_sent || !p->bm_got ||
 	    mp->oos_blocks > 0 || p->rs_inflight > 0 || p->nunfl > 0 ||
 	    p->rs_flushing)

@@ -844,7 +844,8 @@ answer(struct rsjob *j, int timeout_ms)
  * The rate: fixed, or adapted every tick.  The application's write
  * latency is compared with what it was before we started (or the lowest
  * seen since); above 1.5 times that, we halve the rate; below, we speed
- * up by a quarter, and by half while nobody writes.
+ * up by a quarter.  While nobody writes we go at full speed, and start
+ * again from RS_RATE_START when the application writes again.
  */
 static void
 tick(struct rsjob *j)
@@ -852,7 +853,9 @@ tick(struct rsjob *j)
 	struct kv	 kv[K_N];
 	uint64_t	 now = now_usec(), lat, writes;
 
-	if (now - j->last_tick < RS_TICK_USEC)
+	/* at full speed, look more often for an application that starts */
+	if (now - j->last_tick < (j->rate == RS_RATE_MAX ? RS_TICK_USEC / 4 :
+	    RS_TICK_USEC))
 		return;
 	j->last_tick = now;
 	status(j, kv);
@@ -865,7 +868,9 @@ tick(struct rsjob *j)
 	lat = strtoull(kv[K_LAT].val, NULL, 10);
 	writes = strtoull(kv[K_WRITES].val, NULL, 10);
 	if (writes == j->last_writes) {
-		j->rate = j->rate * 3 / 2;	/* nobody writes: full speed */
+		j->rate = RS_RATE_MAX;		/* nobody writes: full speed */
+	} else if (j->rate == RS_RATE_MAX) {
+		j->rate = RS_RATE_START;	/* it writes again: from the start */
 	} else if (j->base_lat == 0 || lat < j->base_lat) {
 		j->base_lat = lat;
 		j->rate = j->rate * 5 / 4;
