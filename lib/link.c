@@ -220,6 +220,7 @@ static void	 link_write_cb(struct bufferevent *, void *);
 static void	 link_event_cb(struct bufferevent *, short, void *);
 static void	 link_timer_cb(evutil_socket_t, short, void *);
 static void	 link_flush_cb(evutil_socket_t, short, void *);
+static void	 link_round_end_due(struct link *);
 static void	 link_delay_cb(evutil_socket_t, short, void *);
 static void	 link_undelay(struct link *);
 static void	 link_input(struct link *);
@@ -1530,8 +1531,15 @@ link_kick(struct link *l)
 {
 	if (l->flush_due || l->flush_ev == NULL)
 		return;
-	l->flush_due = 1;
 	link_write_now(l);
+	link_round_end_due(l);
+}
+
+/* What else is sent in this round of the loop leaves at its end. */
+static void
+link_round_end_due(struct link *l)
+{
+	l->flush_due = 1;
 	event_active(l->flush_ev, EV_TIMEOUT, 0);
 }
 
@@ -1607,7 +1615,7 @@ link_direct(struct link *l, unsigned char tag, const unsigned char *p,
 	ssize_t	w;
 
 	if (l->nodirect || l->flush_due || l->flush_ev == NULL ||
-	    l->delay_usec > 0 || l->delayed || tag == TAG_FINAL ||
+	    l->delay_usec > 0 || tag == TAG_FINAL ||
 	    l->state != LS_OPEN ||
 	    evbuffer_get_length(bufferevent_get_output(l->wbev)) != 0)
 		return 0;
@@ -1618,9 +1626,7 @@ link_direct(struct link *l, unsigned char tag, const unsigned char *p,
 			l->nodirect = 1;
 		return 0;
 	}
-	/* As link_kick: the others of this round wait for its end. */
-	l->flush_due = 1;
-	event_active(l->flush_ev, EV_TIMEOUT, 0);
+	link_round_end_due(l);
 	return w;
 }
 
@@ -1727,6 +1733,7 @@ link_send_msg(struct link *l, unsigned type, unsigned flags, const void *buf,
 {
 	unsigned char	*m = l->obuf;
 	size_t		 r, plen;
+	int		 zwant;
 
 	if (l->state != LS_OPEN) {
 		errno = ENOTCONN;
@@ -1745,20 +1752,19 @@ link_send_msg(struct link *l, unsigned type, unsigned flags, const void *buf,
 		errno = ENOBUFS;
 		return -1;
 	}
+	zwant = zok && l->cctx != NULL && len + tlen >= ZMIN &&
+	    link_queued_bytes(l) >= l->zmin_queued;
 	/*
 	 * A tail is sealed where it is, unless zstd may want the message
 	 * whole or the cipher takes it only in one piece.
 	 */
-	if (tlen > 0 && (!l->gcm || (zok && l->cctx != NULL &&
-	    len + tlen >= ZMIN && link_queued_bytes(l) >= l->zmin_queued))) {
+	if (tlen > 0 && (!l->gcm || zwant)) {
 		memcpy(l->obuf + l->ihdr + len, tail, tlen);
 		len += tlen;
 		tlen = 0;
 	}
 	plen = len;
-	if (zok && tlen == 0 && l->cctx != NULL && len >= ZMIN &&
-	    link_queued_bytes(l) >= l->zmin_queued && !link_zskip(l) &&
-	    !looks_random(buf, len)) {
+	if (zwant && !link_zskip(l) && !looks_random(buf, len)) {
 		/* Worth it only if it shrinks: capacity len - 1. */
 		r = ZSTD_compress2(l->cctx, l->zbuf + l->ihdr, len - 1, buf,
 		    len);
