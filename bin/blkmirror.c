@@ -1646,7 +1646,8 @@ rjob_submit(struct peer *p, int kind, uint64_t seq, uint16_t cmd,
 	struct rjob	*rj;
 	unsigned char	 b[REPL_ACK_SIZE];
 	struct ioq_clock c;
-	int		 e;
+	int		 e, wb = kind == RJ_REPL && cmd == NBD_CMD_WRITE &&
+			    wb_eager();
 
 	if (kind == RJ_REPL && cmd == NBD_CMD_WRITE && !(flags & REPL_D_FUA) &&
 	    n <= RJOB_SMALL && ioq_inline_ok(ioq)) {
@@ -1658,7 +1659,7 @@ rjob_submit(struct peer *p, int kind, uint64_t seq, uint16_t cmd,
 		e = apply(cmd, off, len, data, 0);
 		ioq_inline_took(ioq, &c);
 		link_send(p->link, REPL_ACK, b, repl_ack_enc(b, seq, e));
-		if (e == 0 && wb_eager())
+		if (e == 0 && wb)
 			start_writeback(off, len);
 		return;
 	}
@@ -1672,7 +1673,7 @@ rjob_submit(struct peer *p, int kind, uint64_t seq, uint16_t cmd,
 	rj->off = off;
 	rj->len = len;
 	rj->flags = flags;
-	rj->wb = kind == RJ_REPL && cmd == NBD_CMD_WRITE && wb_eager();
+	rj->wb = wb;
 	if (n)
 		memcpy(rj->data, data, n);
 	rj->job.work = work_rjob;
@@ -5068,11 +5069,11 @@ main(int argc, char *argv[])
 		fatal("-t %s", tcp);
 	if ((fd = ctl_listen(ctlpath)) == -1)
 		fatal("%s", ctlpath);
-	if (npeers > 0)
-		peers_start(listen_at);
 	if (npeers > 0) {
 		struct timeval tv = { KA_INTERVAL / 1000000,
 		    KA_INTERVAL % 1000000 };
+
+		peers_start(listen_at);
 		if ((ev = event_new(base, -1, EV_PERSIST, keepalive, NULL)) ==
 		    NULL || event_add(ev, &tv) == -1)
 			fatalx("keepalive timer");
