@@ -628,6 +628,7 @@ struct rsjob {
 	char		 node[160];
 	uint64_t	 rate, tokens, tok_t, moved, differ, errors;
 	uint64_t	 base_lat, last_writes, t0, last_tick, last_print;
+	int		 idle;		/* nobody wrote last tick: full speed */
 	uint64_t	 remaining, outstanding_bytes;
 	int		 outstanding, tty;
 };
@@ -854,8 +855,7 @@ tick(struct rsjob *j)
 	uint64_t	 now = now_usec(), lat, writes;
 
 	/* at full speed, look more often for an application that starts */
-	if (now - j->last_tick < (j->rate == RS_RATE_MAX ? RS_TICK_USEC / 4 :
-	    RS_TICK_USEC))
+	if (now - j->last_tick < (j->idle ? RS_TICK_USEC / 4 : RS_TICK_USEC))
 		return;
 	j->last_tick = now;
 	status(j, kv);
@@ -869,8 +869,10 @@ tick(struct rsjob *j)
 	writes = strtoull(kv[K_WRITES].val, NULL, 10);
 	if (writes == j->last_writes) {
 		j->rate = RS_RATE_MAX;		/* nobody writes: full speed */
-	} else if (j->rate == RS_RATE_MAX) {
+		j->idle = 1;
+	} else if (j->idle) {
 		j->rate = RS_RATE_START;	/* it writes again: from the start */
+		j->idle = 0;
 	} else if (j->base_lat == 0 || lat < j->base_lat) {
 		j->base_lat = lat;
 		j->rate = j->rate * 5 / 4;
@@ -987,6 +989,7 @@ job_start(struct rsjob *j)
 	j->outstanding_bytes = 0;
 	j->last_tick = j->last_print = 0;
 	j->base_lat = 0;
+	j->idle = 0;
 }
 
 static void
