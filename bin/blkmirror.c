@@ -44,6 +44,7 @@
 #include "nbd.h"
 #include "repl.h"
 #include "savefile.h"
+#include "undo.h"
 
 #define CHUNK_EXTENTS	16	/* AL extents one step of a request covers */
 #define IO_THREADS	8
@@ -183,6 +184,8 @@ static uint64_t			 bmoff[META_PEERS];
 static int			 metabm;
 static int			 jfd = -1, jerr;
 static char			*jpath;
+static struct undo		*undo;		/* see "the undo journal" */
+static char			*upath;
 static uint64_t			 jend, jrecs, epochs_applied;
 static uint64_t			 jstart, jbound, jbseq, jbepoch, jbgen;
 static unsigned int		 jbflushes;
@@ -225,6 +228,7 @@ static void	journal_cut(void);
 static void	journal_commit(void);
 static int	clear_oos(struct peer *, uint64_t, uint64_t);
 static int	mark_oos(struct peer *, uint64_t, uint64_t);
+static int	mark_slot(int, uint64_t, uint64_t);
 static int	dl_io_failed(struct nbd_req *, int);
 static void	dl_mark(struct nbd_req *);
 static void	dl_detach_cmd(struct evbuffer *);
@@ -1000,7 +1004,14 @@ nodes_up(void)
 static int
 mark_oos(struct peer *p, uint64_t off, uint64_t len)
 {
-	struct meta_peer *mp = &m->peer[p->slot];
+	return mark_slot(p->slot, off, len);
+}
+
+/* Mark [off, off + len) out of sync in the bitmap of peer slot s. */
+static int
+mark_slot(int s, uint64_t off, uint64_t len)
+{
+	struct meta_peer *mp = &m->peer[s];
 	uint64_t	 b, last;
 	int		 changed = 0;
 
@@ -1587,6 +1598,9 @@ work_rjob(struct ioq_job *j)
 		j->err = csum_compare(rj);
 	else if (rj->cmd == NBD_CMD_FLUSH)
 		j->err = fdatasync(devfd) == -1 ? errno : 0;
+	else if (rj->kind == RJ_RS_DATA &&
+	    (j->err = undo_save(undo, devfd, rj->off, rj->len)) != 0)
+		return;
 	else {
 		j->err = apply(rj->cmd, rj->off, rj->len, rj->data,
 		    rj->flags & REPL_D_FUA);
@@ -1912,6 +1926,169 @@ journal_recover(void)
 }
 
 /*
+ * --- the undo journal ----------------------------------------------
+ *
+ * A DR node that fell behind is resynced in bitmap order, not in epochs,
+ * so until the resync ends its store is no image the primary ever had.
+ * When such a resync begins on a node whose data is consistent, the node
+ * starts an undo journal (lib/undo.c) naming its generation identifiers,
+ * and each resync block's old contents are saved there, durably, before
+ * the block is overwritten: store and journal together always hold the
+ * consistent image from before.  At the resync's end the journal is
+ * dropped before the node calls its data consistent.  A resync that is
+ * interrupted goes on later with the same journal; "primary --force"
+ * (taking over after a disaster) first puts the old image back, and so
+ * does a start as primary (-p), or a start that finds the journal begun
+ * but the metadata never marked inconsistent.
+ */
+
+/* Begin the journal for a resync from p; -1 (p's link closed) if not. */
+static int
+undo_start(struct peer *p)
+{
+	struct undo_state st;
+	int		  e;
+
+	if (undo_active(undo))
+		return 0;	/* the image from before an earlier one */
+	memset(&st, 0, sizeof(st));
+	st.flags = m->flags;
+	st.gi_current = m->gi_current;
+	st.gi_history[0] = m->gi_history[0];
+	st.gi_history[1] = m->gi_history[1];
+	if ((e = undo_begin(undo, &st)) != 0) {
+		log_warnx("%s: %s: no resync without it", upath, strerror(e));
+		snprintf(p->last_error, sizeof(p->last_error), "undo journal "
+		    "%s: %s", upath, strerror(e));
+		link_close(p->link, "the target cannot keep an undo journal");
+		return -1;
+	}
+	log_info("peer %s: keeping the image of generation %016" PRIx64
+	    " in %s until the resync ends", p->name, m->gi_current, upath);
+	emit("undo-begin", "peer=%s gi_current=%016" PRIx64, p->name,
+	    m->gi_current);
+	return 0;
+}
+
+static int
+undo_mark(void *arg, uint64_t off, uint32_t len)
+{
+	int	s;
+
+	(void)arg;
+	for (s = 0; s < META_PEERS; s++)
+		if (m->peer[s].in_use)
+			mark_slot(s, off, len);
+	return 0;
+}
+
+/* Let every I/O job finish, for a change made synchronously; 0 or -1. */
+static int
+settle(void)
+{
+	uint64_t	until = now_usec() + 30000000;
+
+	while (ioq != NULL && (disk_inflight > 0 || metabusy)) {
+		if (now_usec() > until)
+			return -1;
+		usleep(1000);
+		ioq_reap(ioq);
+	}
+	return 0;
+}
+
+/*
+ * Put the image from before the resync back, synchronously: first every
+ * saved block is marked out of sync for every peer (the resync must move
+ * it again), then the old data is written and synced, then the old
+ * generation identifiers and the consistent flag are written, and only
+ * then is the journal dropped.  Interrupted at any point, it can be done
+ * again.  0, or -1 with the reason in err.
+ */
+static int
+undo_rollback(const char *why, char *err, size_t errlen)
+{
+	const struct undo_state	*st = undo_state(undo);
+	uint64_t		 bytes = undo_bytes(undo);
+	int			 s, e;
+
+	if (settle() == -1) {
+		snprintf(err, errlen, "I/O still under way after 30 s");
+		return -1;
+	}
+	if ((e = undo_each(undo, undo_mark, NULL)) != 0) {
+		snprintf(err, errlen, "%s: %s", upath, strerror(e));
+		return -1;
+	}
+	for (s = 0; s < META_PEERS; s++)
+		if (m->peer[s].in_use && m->peer[s].bm_dirty &&
+		    meta_bm_flush(m, s) == -1) {
+			snprintf(err, errlen, "metadata %s: %s", metapath,
+			    strerror(errno));
+			return -1;
+		}
+	if ((e = undo_restore(undo, devfd)) != 0) {
+		snprintf(err, errlen, "%s: %s", e == EIO ? upath : devpath,
+		    strerror(e));
+		return -1;
+	}
+	m->gi_current = st->gi_current;
+	m->gi_history[0] = st->gi_history[0];
+	m->gi_history[1] = st->gi_history[1];
+	/* Consistent, but older than what the peers have: not up to date. */
+	m->flags |= META_F_CONSISTENT;
+	m->flags &= ~META_F_UPTODATE;
+	if (meta_sync(m) == -1) {
+		snprintf(err, errlen, "metadata %s: %s", metapath,
+		    strerror(errno));
+		return -1;
+	}
+	bm_gen_disk = bm_gen;
+	m->al_gen_disk = m->al_gen;
+	if ((e = undo_end(undo)) != 0) {
+		snprintf(err, errlen, "%s: %s", upath, strerror(e));
+		return -1;
+	}
+	log_info("%s: the image of generation %016" PRIx64 " from before "
+	    "the resync is back (%" PRIu64 " bytes rewritten): %s", devpath,
+	    m->gi_current, bytes, why);
+	emit("undo-applied", "gi_current=%016" PRIx64 " bytes=%" PRIu64,
+	    m->gi_current, bytes);
+	return 0;
+}
+
+/* At start, before anything is served: the journal left by a resync. */
+static void
+undo_recover(void)
+{
+	char	err[512];
+	int	e;
+
+	if (asprintf(&upath, "%s.undo", metapath) == -1)
+		fatal("asprintf");
+	if ((undo = undo_open(upath, m->size, err, sizeof(err))) == NULL)
+		fatalx("%s", err);
+	if (!undo_active(undo))
+		return;
+	if ((m->flags & META_F_CONSISTENT) &&
+	    m->gi_current != undo_state(undo)->gi_current) {
+		/* The resync ended; only dropping its journal did not. */
+		if ((e = undo_end(undo)) != 0)
+			fatalx("%s: %s", upath, strerror(e));
+		return;
+	}
+	if (!(m->flags & META_F_CONSISTENT) && !primary) {
+		log_info("%s: an unfinished resync; the image of generation "
+		    "%016" PRIx64 " is kept (%" PRIu64 " bytes)", upath,
+		    undo_state(undo)->gi_current, undo_bytes(undo));
+		return;
+	}
+	if (undo_rollback(primary ? "starting as primary" : "the resync "
+	    "had not begun", err, sizeof(err)) == -1)
+		fatalx("undoing the resync: %s", err);
+}
+
+/*
  * --- resync ----------------------------------------------------------
  *
  * When two nodes meet and their generation identifiers say that one is
@@ -2115,6 +2292,8 @@ rs_ready(struct peer *p)
 	p->rs_start_oos = mp->oos_blocks;
 	p->rs_start_usec = now_usec();
 	if (p->st == PS_SYNC_TARGET && (m->flags & META_F_CONSISTENT)) {
+		if (p->async && undo_start(p) == -1)
+			return;
 		/* Until the end our data is a mix of old and new. */
 		m->flags &= ~(META_F_CONSISTENT | META_F_UPTODATE);
 		bm_gen++;
@@ -2233,7 +2412,18 @@ rs_done_target(struct peer *p, uint64_t cur, const uint64_t *hist)
 {
 	struct meta_peer *mp = &m->peer[p->slot];
 	struct peer	*q;
+	int		 e;
 
+	/*
+	 * Everything received is durable: drop the old image before the
+	 * new one is called consistent.  A crash in between leaves a
+	 * complete copy marked inconsistent, which the next resync fixes.
+	 */
+	if (undo_active(undo) && (e = undo_end(undo)) != 0) {
+		log_warnx("%s: %s", upath, strerror(e));
+		link_close(p->link, "undo journal: cannot drop it");
+		return;
+	}
 	set_gi(cur, hist);
 	memset(mp->bm, 0, m->bm_bytes);
 	mp->oos_blocks = 0;
@@ -4384,6 +4574,12 @@ status(struct evbuffer *o)
 	    "\nresync_extents=%" PRIu32 "\ngi_current=%016" PRIx64
 	    "\n", m->al_count, m->al_limit, al_commits,
 	    meta_errors, m->al_unclean, m->gi_current);
+	if (undo_active(undo))
+		evbuffer_add_printf(o, "undo=active\nundo_gi=%016" PRIx64
+		    "\nundo_bytes=%" PRIu64 "\n",
+		    undo_state(undo)->gi_current, undo_bytes(undo));
+	else
+		evbuffer_add_printf(o, "undo=none\n");
 	evbuffer_add_printf(o, "promoted_at=%" PRIu64 "\nquorum=%s\n"
 	    "nodes=%d\ncluster_size=%d\nsuspended=%u\nepochs_applied=%"
 	    PRIu64 "\npeers=%d\n", m->promoted_at, have_quorum() ? "yes" :
@@ -4411,6 +4607,32 @@ status(struct evbuffer *o)
 		evbuffer_add_printf(o, "peer.%s.last_error=%s\n", pr->name,
 		    pr->last_error);
 	}
+}
+
+/*
+ * primary --force on a resync target that keeps an undo journal: its own
+ * data is a mix, so it takes over with the image from before the resync.
+ * The peers are cut off first, so that nothing more arrives.  Nonzero
+ * (with the answer in out) if that failed.
+ */
+static int
+undo_before_promotion(struct evbuffer *out)
+{
+	struct peer	*p;
+	char		 err[512];
+
+	TAILQ_FOREACH(p, &peers, entry)
+		if (p->link != NULL)
+			link_close(p->link, "promoted with the image from "
+			    "before the resync");
+	if (undo_rollback("promoted while a resync was unfinished", err,
+	    sizeof(err)) == -1) {
+		log_warnx("undoing the resync: %s", err);
+		evbuffer_add_printf(out, "error: undoing the unfinished "
+		    "resync: %s\n", err);
+		return 1;
+	}
+	return 0;
 }
 
 /* Why this node may not become primary now, if it may not. */
@@ -4490,6 +4712,11 @@ ctl_read(struct bufferevent *bev, void *arg)
 		    strcmp(line, "primary -f") == 0) {
 			if (!primary && strchr(line, '-') == NULL &&
 			    promote_refused(out)) {
+				free(line);
+				continue;
+			}
+			if (!primary && undo_active(undo) &&
+			    undo_before_promotion(out)) {
 				free(line);
 				continue;
 			}
@@ -5026,6 +5253,7 @@ main(int argc, char *argv[])
 		exit(EXIT_USAGE);
 	}
 	crashed = !(m->flags & META_F_CLEAN) && (m->flags & META_F_PRIMARY);
+	undo_recover();
 	TAILQ_FOREACH(pr, &peers, entry) {
 		if (strcmp(pr->name, m->node) == 0) {
 			log_warnx("-P %s: that is this node", pr->name);

@@ -305,10 +305,12 @@ undo_begin(struct undo *u, const struct undo_state *st)
 		return errno;
 	if ((e = sync_dir(u->path)) != 0)
 		return e;
+	pthread_mutex_lock(&u->lock);
 	memset(u->saved, 0, (u->size + UNDO_BLOCK - 1) / UNDO_BLOCK / 8 + 1);
 	u->end = u->synced = UNDO_HDR;
 	u->bytes = 0;
 	u->active = 1;
+	pthread_mutex_unlock(&u->lock);
 	return 0;
 }
 
@@ -359,7 +361,7 @@ undo_save(struct undo *u, int devfd, uint64_t off, uint64_t len)
 	uint64_t	 blk, last, n, need, target;
 	int		 e = 0;
 
-	if (u == NULL || !u->active || len == 0)
+	if (u == NULL || len == 0)
 		return 0;
 	if (off >= u->size)
 		return EINVAL;
@@ -368,6 +370,10 @@ undo_save(struct undo *u, int devfd, uint64_t off, uint64_t len)
 	blk = off / UNDO_BLOCK;
 	last = (off + len - 1) / UNDO_BLOCK;
 	pthread_mutex_lock(&u->lock);
+	if (!u->active) {
+		pthread_mutex_unlock(&u->lock);
+		return 0;
+	}
 	while (e == 0 && blk <= last) {
 		if (is_saved(u, blk)) {
 			blk++;
@@ -482,8 +488,10 @@ undo_end(struct undo *u)
 {
 	if (ftruncate(u->fd, 0) == -1 || fsync(u->fd) == -1)
 		return errno;
+	pthread_mutex_lock(&u->lock);
 	u->active = 0;
 	u->end = u->synced = 0;
 	u->bytes = 0;
+	pthread_mutex_unlock(&u->lock);
 	return 0;
 }
