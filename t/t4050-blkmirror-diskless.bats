@@ -51,8 +51,9 @@ events() { awk -v e="$1" '$3 == e' "$BATS_TEST_TMPDIR/ev.out"; }
 	wait_for 10 eval '[ -n "$(events detach)" ]'
 	events detach | grep -q ' peer=b '
 	grep -q 'injecting EIO' "$BATS_TEST_TMPDIR/kit.err"
-	# blkmirror let go of the failed store: the FUSE mount can go
-	fusermount3 -u "$C/a/fuse"
+	# blkmirror let go of the failed store: the FUSE mount can go (once
+	# the system calls in flight on it have failed)
+	wait_for 10 fusermount3 -u "$C/a/fuse" 2>/dev/null
 	kill_daemon kit TERM || :
 	# diskless: fio's reads (verify_backlog) come from b
 	wait_for 10 eval '[ "$(cl_status a peer_read_bytes)" -gt 0 ]'
