@@ -26,6 +26,7 @@
 #include "undo.h"
 
 #define HASH	32
+#define REC_HASHED	32	/* the record header's bytes before its hash */
 
 struct undo {
 	int			 fd, active;
@@ -36,6 +37,8 @@ struct undo {
 	pthread_mutex_t		 lock;
 	pthread_cond_t		 cond;
 	int			 syncing;
+	int			 err;	/* a failed sync: pages may be lost,
+					   so every later save fails too */
 };
 
 static const char	undo_magic[8] = "HTUNDO01";
@@ -83,7 +86,7 @@ rec_hash(unsigned char *out, const unsigned char *h, const void *data,
 	crypto_generichash_state s;
 
 	crypto_generichash_init(&s, NULL, 0, HASH);
-	crypto_generichash_update(&s, h, 24);
+	crypto_generichash_update(&s, h, REC_HASHED);
 	crypto_generichash_update(&s, data, len);
 	crypto_generichash_final(&s, out, HASH);
 }
@@ -107,15 +110,24 @@ hdr_encode(unsigned char *b, const struct undo *u)
 	return n + HASH;
 }
 
-/* A record's header at pos, checked; its length, 0 at the end. */
-static uint32_t
+/*
+ * A record's header at pos, checked; its length, 0 if there is none (or
+ * it is not one of ours), -1 (errno set) if it cannot be read.
+ */
+static int64_t
 rec_head(struct undo *u, uint64_t pos, uint64_t fsize, unsigned char *h,
     uint64_t *off)
 {
 	uint32_t	len;
+	int		e;
 
-	if (pos + UNDO_REC > fsize || full_pread(u->fd, h, UNDO_REC, pos) != 0 ||
-	    get_be64(h) != u->nonce)
+	if (pos + UNDO_REC > fsize)
+		return 0;
+	if ((e = full_pread(u->fd, h, UNDO_REC, pos)) != 0) {
+		errno = e;
+		return -1;
+	}
+	if (get_be64(h) != u->nonce)
 		return 0;
 	*off = get_be64(h + 8);
 	len = get_be32(h + 16);
@@ -127,74 +139,98 @@ rec_head(struct undo *u, uint64_t pos, uint64_t fsize, unsigned char *h,
 	return len;
 }
 
-/* Read the journal at start: its header and every good record. */
+/*
+ * Read the journal at start: its header and every good record.  A header
+ * that does not check is a torn undo_begin, after which nothing was
+ * overwritten, unless records follow it: then it is damage.  The first
+ * record that does not check ends the journal if at most UNDO_TAIL_MAX
+ * bytes follow it (a torn append, never synced, so its blocks were not
+ * overwritten); if more follow, it is damage, and the journal is refused
+ * rather than cut.
+ */
 static int
 scan(struct undo *u, char *err, size_t errlen)
 {
-	unsigned char	 b[UNDO_HDR], h[UNDO_REC], sum[HASH], *data;
+	unsigned char	 b[UNDO_HDR], h[UNDO_REC], sum[HASH], *data = NULL;
 	struct stat	 sb;
 	uint64_t	 pos, off, i;
-	uint32_t	 len;
+	int64_t		 len;
 	size_t		 n;
+	int		 e;
 
-	if (fstat(u->fd, &sb) == -1) {
-		snprintf(err, errlen, "%s: %s", u->path, strerror(errno));
-		return -1;
-	}
+	if (fstat(u->fd, &sb) == -1)
+		goto syserr;
 	if (sb.st_size == 0)
 		return 0;
-	if (sb.st_size < UNDO_HDR || full_pread(u->fd, b, UNDO_HDR, 0) != 0 ||
-	    memcmp(b, undo_magic, 8) != 0)
-		goto torn;
+	if (sb.st_size >= UNDO_HDR && (e = full_pread(u->fd, b, UNDO_HDR,
+	    0)) != 0) {
+		errno = e;
+		goto syserr;
+	}
+	n = 40 + 8 * GI_HISTORY;
+	if (sb.st_size >= UNDO_HDR)
+		crypto_generichash(sum, HASH, b, n, NULL, 0);
+	if (sb.st_size < UNDO_HDR || memcmp(b, undo_magic, 8) != 0 ||
+	    sodium_memcmp(sum, b + n, HASH) != 0) {
+		if (sb.st_size > UNDO_HDR) {
+			snprintf(err, errlen, "%s: damaged: its header does not "
+			    "check but records follow it", u->path);
+			return -1;
+		}
+		/* undo_begin did not finish: nothing was overwritten. */
+		if (ftruncate(u->fd, 0) == -1 || fsync(u->fd) == -1)
+			goto syserr;
+		return 0;
+	}
 	u->nonce = get_be64(b + 8);
 	u->st.size = get_be64(b + 16);
 	u->st.flags = get_be32(b + 24);
 	u->st.gi_current = get_be64(b + 32);
 	for (i = 0; i < GI_HISTORY; i++)
 		u->st.gi_history[i] = get_be64(b + 40 + 8 * i);
-	n = 40 + 8 * GI_HISTORY;
-	crypto_generichash(sum, HASH, b, n, NULL, 0);
-	if (sodium_memcmp(sum, b + n, HASH) != 0)
-		goto torn;
 	if (u->st.size != u->size) {
 		snprintf(err, errlen, "%s: undo journal of a %" PRIu64 " byte "
 		    "device, this one has %" PRIu64, u->path, u->st.size,
 		    u->size);
 		return -1;
 	}
-	if ((data = malloc(UNDO_REC_MAX)) == NULL) {
-		snprintf(err, errlen, "%s: %s", u->path, strerror(errno));
-		return -1;
-	}
-	for (pos = UNDO_HDR; (len = rec_head(u, pos, sb.st_size, h, &off)) != 0;
+	if ((data = malloc(UNDO_REC_MAX)) == NULL)
+		goto syserr;
+	for (pos = UNDO_HDR; (len = rec_head(u, pos, sb.st_size, h, &off)) > 0;
 	    pos += UNDO_REC + len) {
-		if (full_pread(u->fd, data, len, pos + UNDO_REC) != 0)
-			break;
+		if ((e = full_pread(u->fd, data, len, pos + UNDO_REC)) != 0) {
+			errno = e;
+			goto syserr;
+		}
 		rec_hash(sum, h, data, len);
-		if (sodium_memcmp(sum, h + 24, HASH) != 0)
+		if (sodium_memcmp(sum, h + REC_HASHED, HASH) != 0)
 			break;
 		for (i = off / UNDO_BLOCK; i < (off + len) / UNDO_BLOCK; i++)
 			u->saved[i / 8] |= 1 << (i % 8);
 		u->bytes += len;
 	}
+	if (len == -1)
+		goto syserr;
 	free(data);
-	u->active = 1;
-	u->end = u->synced = pos;
+	data = NULL;
+	if ((uint64_t)sb.st_size - pos > UNDO_TAIL_MAX) {
+		snprintf(err, errlen, "%s: damaged: the record at %" PRIu64
+		    " does not check and %" PRIu64 " bytes follow it", u->path,
+		    pos, (uint64_t)sb.st_size - pos);
+		return -1;
+	}
 	/* A torn append: cut it off, so that the next one follows the last
 	   good record. */
 	if ((uint64_t)sb.st_size > pos && (ftruncate(u->fd, pos) == -1 ||
-	    fsync(u->fd) == -1)) {
-		snprintf(err, errlen, "%s: %s", u->path, strerror(errno));
-		return -1;
-	}
+	    fsync(u->fd) == -1))
+		goto syserr;
+	u->active = 1;
+	u->end = u->synced = pos;
 	return 0;
-torn:
-	/* undo_begin did not finish: nothing was overwritten yet. */
-	if (ftruncate(u->fd, 0) == -1 || fsync(u->fd) == -1) {
-		snprintf(err, errlen, "%s: %s", u->path, strerror(errno));
-		return -1;
-	}
-	return 0;
+syserr:
+	snprintf(err, errlen, "%s: %s", u->path, strerror(errno));
+	free(data);
+	return -1;
 }
 
 /*
@@ -218,6 +254,8 @@ undo_open(const char *path, uint64_t size, char *err, size_t errlen)
 	pthread_cond_init(&u->cond, NULL);
 	if ((u->fd = open(path, O_RDWR | O_CREAT | O_CLOEXEC, 0600)) == -1) {
 		snprintf(err, errlen, "%s: %s", path, strerror(errno));
+		pthread_mutex_destroy(&u->lock);
+		pthread_cond_destroy(&u->cond);
 		goto fail;
 	}
 	if (scan(u, err, errlen) == -1) {
@@ -261,9 +299,16 @@ undo_state(const struct undo *u)
 
 /* The old data saved so far. */
 uint64_t
-undo_bytes(const struct undo *u)
+undo_bytes(struct undo *u)
 {
-	return u == NULL ? 0 : u->bytes;
+	uint64_t	n;
+
+	if (u == NULL)
+		return 0;
+	pthread_mutex_lock(&u->lock);
+	n = u->bytes;
+	pthread_mutex_unlock(&u->lock);
+	return n;
 }
 
 static int
@@ -293,6 +338,7 @@ undo_begin(struct undo *u, const struct undo_state *st)
 
 	if (u->active)
 		return EBUSY;
+	u->err = 0;
 	u->st = *st;
 	u->st.size = u->size;
 	randombytes_buf(&u->nonce, sizeof(u->nonce));
@@ -337,7 +383,7 @@ append(struct undo *u, int devfd, uint64_t blk, uint64_t n,
 	put_be32(buf + 16, n * UNDO_BLOCK);
 	if ((e = full_pread(devfd, buf + UNDO_REC, len, off)) != 0)
 		return e;
-	rec_hash(buf + 24, buf, buf + UNDO_REC, n * UNDO_BLOCK);
+	rec_hash(buf + REC_HASHED, buf, buf + UNDO_REC, n * UNDO_BLOCK);
 	if ((e = full_pwrite(u->fd, buf, UNDO_REC + n * UNDO_BLOCK,
 	    u->end)) != 0)
 		return e;
@@ -346,6 +392,39 @@ append(struct undo *u, int devfd, uint64_t blk, uint64_t n,
 	u->end += UNDO_REC + n * UNDO_BLOCK;
 	u->bytes += n * UNDO_BLOCK;
 	return 0;
+}
+
+/*
+ * Under the lock: wait until everything appended before need is synced,
+ * syncing it ourselves unless somebody already does.  A failed sync is
+ * kept: the pages it lost are clean now, and a later sync would succeed
+ * without writing them.
+ */
+static int
+sync_upto(struct undo *u, uint64_t need)
+{
+	uint64_t	target;
+	int		e = 0;
+
+	while (u->err == 0 && u->synced < need) {
+		if (u->syncing) {
+			pthread_cond_wait(&u->cond, &u->lock);
+			continue;
+		}
+		u->syncing = 1;
+		target = u->end;
+		pthread_mutex_unlock(&u->lock);
+		if (fdatasync(u->fd) == -1)
+			e = errno;
+		pthread_mutex_lock(&u->lock);
+		u->syncing = 0;
+		if (e != 0)
+			u->err = e;
+		else if (target > u->synced)
+			u->synced = target;
+		pthread_cond_broadcast(&u->cond);
+	}
+	return u->err;
 }
 
 /*
@@ -358,7 +437,7 @@ undo_save(struct undo *u, int devfd, uint64_t off, uint64_t len)
 {
 	const uint64_t	 maxb = UNDO_REC_MAX / UNDO_BLOCK;
 	unsigned char	*buf = NULL;
-	uint64_t	 blk, last, n, need, target;
+	uint64_t	 blk, last, n;
 	int		 e = 0;
 
 	if (u == NULL || len == 0)
@@ -374,10 +453,16 @@ undo_save(struct undo *u, int devfd, uint64_t off, uint64_t len)
 		pthread_mutex_unlock(&u->lock);
 		return 0;
 	}
-	while (e == 0 && blk <= last) {
+	while ((e = u->err) == 0 && blk <= last) {
 		if (is_saved(u, blk)) {
 			blk++;
 			continue;
+		}
+		/* Never more than UNDO_TAIL_MAX unsynced (see undo.h). */
+		if (u->end - u->synced > UNDO_TAIL_MAX - UNDO_REC -
+		    UNDO_REC_MAX) {
+			sync_upto(u, u->end);
+			continue;	/* unlocked meanwhile: look again */
 		}
 		for (n = 1; blk + n <= last && n < maxb && !is_saved(u,
 		    blk + n); n++)
@@ -387,26 +472,13 @@ undo_save(struct undo *u, int devfd, uint64_t off, uint64_t len)
 			e = errno;
 		else
 			e = append(u, devfd, blk, n, buf);
+		if (e != 0)
+			break;
 		blk += n;
 	}
 	/* Whatever saved these blocks, we or another, is before u->end. */
-	need = u->end;
-	while (e == 0 && u->synced < need) {
-		if (u->syncing) {
-			pthread_cond_wait(&u->cond, &u->lock);
-			continue;
-		}
-		u->syncing = 1;
-		target = u->end;
-		pthread_mutex_unlock(&u->lock);
-		if (fdatasync(u->fd) == -1)
-			e = errno;
-		pthread_mutex_lock(&u->lock);
-		u->syncing = 0;
-		if (e == 0 && target > u->synced)
-			u->synced = target;
-		pthread_cond_broadcast(&u->cond);
-	}
+	if (e == 0)
+		e = sync_upto(u, u->end);
 	pthread_mutex_unlock(&u->lock);
 	free(buf);
 	return e;
@@ -418,14 +490,14 @@ undo_each(struct undo *u, undo_cb cb, void *arg)
 {
 	unsigned char	h[UNDO_REC];
 	uint64_t	pos, off;
-	uint32_t	len;
+	int64_t		len;
 	int		e;
 
 	if (!u->active)
 		return 0;
 	for (pos = UNDO_HDR; pos < u->end; pos += UNDO_REC + len) {
-		if ((len = rec_head(u, pos, u->end, h, &off)) == 0)
-			return EIO;
+		if ((len = rec_head(u, pos, u->end, h, &off)) <= 0)
+			return len == 0 ? EIO : errno;
 		if ((e = cb(arg, off, len)) != 0)
 			return e;
 	}
@@ -439,16 +511,16 @@ restore_rec(struct undo *u, uint64_t pos, unsigned char *data, int fd,
 {
 	unsigned char	h[UNDO_REC], sum[HASH];
 	uint64_t	off;
-	uint32_t	len;
+	int64_t		len;
 	int		e;
 
-	if ((len = rec_head(u, pos, u->end, h, &off)) == 0)
-		return EIO;
+	if ((len = rec_head(u, pos, u->end, h, &off)) <= 0)
+		return len == 0 ? EIO : errno;
 	*lenp = len;
 	if ((e = full_pread(u->fd, data, len, pos + UNDO_REC)) != 0)
 		return e;
 	rec_hash(sum, h, data, len);
-	if (sodium_memcmp(sum, h + 24, HASH) != 0)
+	if (sodium_memcmp(sum, h + REC_HASHED, HASH) != 0)
 		return EIO;
 	if (off + len > u->size)
 		len = u->size - off;

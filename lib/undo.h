@@ -12,13 +12,15 @@
  *		 flags u32, 0 u32, generation u64, history GI_HISTORY u64,
  *		 BLAKE2b-256 of the bytes before it; zero-filled
  *	record	 64 bytes: nonce u64, offset u64, length u32, 0 u32,
- *		 BLAKE2b-256 of the record's first 24 bytes and its data,
- *		 8 zero bytes; then length bytes of old data
+ *		 0 u64, BLAKE2b-256 of the record's first 32 bytes and its
+ *		 data; then length bytes of old data
  *
  * An empty file is an inactive journal.  A record counts only if its nonce
  * is the header's and its hash matches; the first that does not ends the
- * journal (a torn append: its block was not yet overwritten, because every
- * overwrite waits until its record is synced).
+ * journal: a torn append, whose blocks were not yet overwritten, because
+ * every overwrite waits until its record is synced.  At most UNDO_TAIL_MAX
+ * bytes are ever appended and not yet synced, so a bad record followed by
+ * more than that is damage, and the journal is refused.
  */
 #ifndef UNDO_H
 #define UNDO_H
@@ -31,6 +33,7 @@
 #define UNDO_REC	64
 #define UNDO_BLOCK	4096
 #define UNDO_REC_MAX	(1024 * 1024)
+#define UNDO_TAIL_MAX	(8 * (UNDO_REC + UNDO_REC_MAX))
 
 /* what the node was before the resync began */
 struct undo_state {
@@ -49,7 +52,7 @@ struct undo	*undo_open(const char *, uint64_t, char *, size_t);
 void		 undo_close(struct undo *);
 int		 undo_active(const struct undo *);
 const struct undo_state *undo_state(const struct undo *);
-uint64_t	 undo_bytes(const struct undo *);
+uint64_t	 undo_bytes(struct undo *);
 int		 undo_begin(struct undo *, const struct undo_state *);
 int		 undo_save(struct undo *, int, uint64_t, uint64_t);
 int		 undo_each(struct undo *, undo_cb, void *);

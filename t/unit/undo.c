@@ -221,6 +221,41 @@ main(void)
 	ok(u == NULL && strstr(err, "undo journal of a 1049576 byte device, "
 	    "this one has 1045480") != NULL, "another size refused: %s", err);
 
+	/* a damaged header with records after it is not a torn begin */
+	u = undo_open(jpath, SIZE, err, sizeof(err));
+	ok(u != NULL && overwrite(u, 0, 4096, 1) == 0, "a record");
+	undo_close(u);
+	flip(jpath, 20);
+	u = undo_open(jpath, SIZE, err, sizeof(err));
+	ok(u == NULL && strstr(err, "damaged: its header does not check but "
+	    "records follow it") != NULL, "refused: %s", err);
+	ok(fsize(jpath) == 4096 + 64 + 4096, "and left as it was");
+	unlink(jpath);
+	close(devfd);
+
+	/*
+	 * A bad record followed by more than could ever be unsynced is
+	 * damage: refused, not cut.  Near the end it is a torn append.
+	 */
+	devfd = open(store, O_RDWR | O_CREAT | O_TRUNC, 0600);
+	ok(ftruncate(devfd, 16 << 20) == 0, "a 16 MiB store");
+	u = undo_open(jpath, 16 << 20, err, sizeof(err));
+	ok(u != NULL && undo_begin(u, &st) == 0, "begin");
+	for (e = 0, i = 0; i < 12; i++)
+		e |= undo_save(u, devfd, (uint64_t)i << 20, 1 << 20);
+	ok(e == 0 && undo_bytes(u) == 12 << 20, "twelve records of 1 MiB");
+	undo_close(u);
+	flip(jpath, 4096 + 64 + 100);
+	u = undo_open(jpath, 16 << 20, err, sizeof(err));
+	ok(u == NULL && strstr(err, "damaged: the record at 4096 does not "
+	    "check and 12583680 bytes follow it") != NULL, "refused: %s", err);
+	flip(jpath, 4096 + 64 + 100);
+	flip(jpath, fsize(jpath) - 100);
+	u = undo_open(jpath, 16 << 20, err, sizeof(err));
+	ok(u != NULL && undo_bytes(u) == 11 << 20, "the last one: cut off");
+	undo_close(u);
+	close(devfd);
+
 	unlink(jpath);
 	unlink(store);
 	return done_testing();
