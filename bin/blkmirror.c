@@ -213,6 +213,7 @@ static void	emit(const char *, const char *, ...)
 		    __attribute__((format(printf, 2, 3)));
 static void	start_chunk(struct nbd_req *);
 static void	al_commit(void);
+static void	meta_released(void);
 static void	meta_commit(void);
 static void	submit(struct nbd_req *, void *);
 static void	finish_write(struct nbd_req *, int);
@@ -804,6 +805,16 @@ done_meta(struct ioq_job *j)
 	m->al_gen_disk = metagen;
 	bm_gen_disk = metabmgen;
 	al_commits++;
+	meta_released();
+	al_commit();
+}
+
+/* The metadata on disk caught up: requests that waited for it go on. */
+static void
+meta_released(void)
+{
+	struct nbd_req	*r, *tmp;
+
 	TAILQ_FOREACH_SAFE(r, &bmwait, entry, tmp) {
 		if (r->need_bm > bm_gen_disk)
 			continue;
@@ -816,7 +827,6 @@ done_meta(struct ioq_job *j)
 		TAILQ_REMOVE(&alwait, r, entry);
 		submit_chunk(r);
 	}
-	al_commit();
 }
 
 /* al_commit: write the metadata if it changed and no write is under way. */
@@ -961,6 +971,8 @@ my_flags(struct peer *to)
 		f |= REPL_F_PRIMARY;
 	if (crashed)
 		f |= REPL_F_CRASHED;
+	if (!(m->flags & META_F_CONSISTENT) && dl_state == DL_NORMAL)
+		f |= REPL_F_INCONSISTENT;
 	TAILQ_FOREACH(p, &peers, entry)
 		if (p != to && p->link != NULL && p->hello &&
 		    (p->flags & REPL_F_PRIMARY))
@@ -1419,6 +1431,8 @@ on_hello(struct peer *p, const struct repl_hello *h)
 	self.primary = primary;
 	self.promoted_at = m->promoted_at;
 	self.changes = m->peer[p->slot].oos_blocks;
+	self.inconsistent = !(m->flags & META_F_CONSISTENT) &&
+	    dl_state == DL_NORMAL;
 	snprintf(peer.name, sizeof(peer.name), "%s", p->name);
 	peer.current = h->current;
 	peer.bitmap = h->bitmap;
@@ -1427,6 +1441,7 @@ on_hello(struct peer *p, const struct repl_hello *h)
 	peer.primary = (h->flags & REPL_F_PRIMARY) != 0;
 	peer.promoted_at = h->promoted_at;
 	peer.changes = h->oos_blocks;
+	peer.inconsistent = (h->flags & REPL_F_INCONSISTENT) != 0;
 	gi_decide(&self, &peer, &d);
 	p->flags = h->flags;
 	p->hello = 1;
@@ -1795,7 +1810,10 @@ journal_apply(uint64_t start, uint64_t end)
 			}
 			pos += len;
 		}
-		e = apply(h[12], off, len, buf, 0);
+		/* (an undo journal is never active here; if it were, it
+		   would have to hold these blocks too) */
+		if ((e = undo_save(undo, devfd, off, len)) == 0)
+			e = apply(h[12], off, len, buf, 0);
 	}
 	free(buf);
 	if (e == 0 && fdatasync(devfd) == -1)
@@ -1998,6 +2016,32 @@ settle(void)
 }
 
 /*
+ * Write the metadata now, in the loop, once no I/O job is under way: for
+ * the few changes that must be on disk before the next message is taken.
+ * 0, or -1 with errno set.
+ */
+static int
+meta_now(void)
+{
+	int	s;
+
+	if (settle() == -1) {
+		errno = EBUSY;
+		return -1;
+	}
+	for (s = 0; s < META_PEERS; s++)
+		if (m->peer[s].in_use && m->peer[s].bm_dirty &&
+		    meta_bm_flush(m, s) == -1)
+			return -1;
+	if (meta_sync(m) == -1)
+		return -1;
+	bm_gen_disk = bm_gen;
+	m->al_gen_disk = m->al_gen;
+	meta_released();
+	return 0;
+}
+
+/*
  * Put the image from before the resync back, synchronously: first every
  * saved block is marked out of sync for every peer (the resync must move
  * it again), then the old data is written and synced, then the old
@@ -2010,7 +2054,7 @@ undo_rollback(const char *why, char *err, size_t errlen)
 {
 	const struct undo_state	*st = undo_state(undo);
 	uint64_t		 bytes = undo_bytes(undo);
-	int			 s, e;
+	int			 e;
 
 	if (settle() == -1) {
 		snprintf(err, errlen, "I/O still under way after 30 s");
@@ -2020,16 +2064,13 @@ undo_rollback(const char *why, char *err, size_t errlen)
 		snprintf(err, errlen, "%s: %s", upath, strerror(e));
 		return -1;
 	}
-	for (s = 0; s < META_PEERS; s++)
-		if (m->peer[s].in_use && m->peer[s].bm_dirty &&
-		    meta_bm_flush(m, s) == -1) {
-			snprintf(err, errlen, "metadata %s: %s", metapath,
-			    strerror(errno));
-			return -1;
-		}
+	if (meta_now() == -1) {
+		snprintf(err, errlen, "metadata %s: %s", metapath,
+		    strerror(errno));
+		return -1;
+	}
 	if ((e = undo_restore(undo, devfd)) != 0) {
-		snprintf(err, errlen, "%s: %s", e == EIO ? upath : devpath,
-		    strerror(e));
+		snprintf(err, errlen, "%s: %s", upath, strerror(e));
 		return -1;
 	}
 	m->gi_current = st->gi_current;
@@ -2038,13 +2079,12 @@ undo_rollback(const char *why, char *err, size_t errlen)
 	/* Consistent, but older than what the peers have: not up to date. */
 	m->flags |= META_F_CONSISTENT;
 	m->flags &= ~META_F_UPTODATE;
-	if (meta_sync(m) == -1) {
+	bm_gen++;
+	if (meta_now() == -1) {
 		snprintf(err, errlen, "metadata %s: %s", metapath,
 		    strerror(errno));
 		return -1;
 	}
-	bm_gen_disk = bm_gen;
-	m->al_gen_disk = m->al_gen;
 	if ((e = undo_end(undo)) != 0) {
 		snprintf(err, errlen, "%s: %s", upath, strerror(e));
 		return -1;
@@ -2070,21 +2110,23 @@ undo_recover(void)
 		fatalx("%s", err);
 	if (!undo_active(undo))
 		return;
-	if ((m->flags & META_F_CONSISTENT) &&
-	    m->gi_current != undo_state(undo)->gi_current) {
-		/* The resync ended; only dropping its journal did not. */
+	if (m->flags & META_F_CONSISTENT) {
+		/*
+		 * The resync ended and only dropping its journal did not,
+		 * or it never wrote a block: the data is marked inconsistent
+		 * on disk before the first one.
+		 */
 		if ((e = undo_end(undo)) != 0)
 			fatalx("%s: %s", upath, strerror(e));
 		return;
 	}
-	if (!(m->flags & META_F_CONSISTENT) && !primary) {
+	if (!primary) {
 		log_info("%s: an unfinished resync; the image of generation "
 		    "%016" PRIx64 " is kept (%" PRIu64 " bytes)", upath,
 		    undo_state(undo)->gi_current, undo_bytes(undo));
 		return;
 	}
-	if (undo_rollback(primary ? "starting as primary" : "the resync "
-	    "had not begun", err, sizeof(err)) == -1)
+	if (undo_rollback("starting as primary", err, sizeof(err)) == -1)
 		fatalx("undoing the resync: %s", err);
 }
 
@@ -2292,11 +2334,25 @@ rs_ready(struct peer *p)
 	p->rs_start_oos = mp->oos_blocks;
 	p->rs_start_usec = now_usec();
 	if (p->st == PS_SYNC_TARGET && (m->flags & META_F_CONSISTENT)) {
+		/*
+		 * An epoch applied before must not be applied again at a
+		 * start, over the blocks the resync writes: its cleared
+		 * commit becomes durable.
+		 */
+		if (jfd != -1 && fdatasync(jfd) == -1)
+			log_warnx("%s: %s", jpath, strerror(errno));
 		if (p->async && undo_start(p) == -1)
 			return;
 		/* Until the end our data is a mix of old and new. */
 		m->flags &= ~(META_F_CONSISTENT | META_F_UPTODATE);
 		bm_gen++;
+		/*
+		 * With an undo journal that must be on disk before the first
+		 * block is written: a start that finds the journal and the
+		 * data consistent takes the resync for finished.
+		 */
+		if (undo_active(undo) && meta_now() == -1)
+			fatal("metadata %s", metapath);
 	}
 	meta_commit();
 	if (p->st == PS_SPLIT) {
@@ -2415,15 +2471,14 @@ rs_done_target(struct peer *p, uint64_t cur, const uint64_t *hist)
 	int		 e;
 
 	/*
-	 * Everything received is durable: drop the old image before the
-	 * new one is called consistent.  A crash in between leaves a
-	 * complete copy marked inconsistent, which the next resync fixes.
+	 * What we were to the others was judged on our old generation; and
+	 * nothing of theirs may be written once the undo journal is gone.
 	 */
-	if (undo_active(undo) && (e = undo_end(undo)) != 0) {
-		log_warnx("%s: %s", upath, strerror(e));
-		link_close(p->link, "undo journal: cannot drop it");
-		return;
-	}
+	TAILQ_FOREACH(q, &peers, entry)
+		if (q != p && q->link != NULL && q->hello &&
+		    q->st != PS_UPTODATE)
+			link_close(q->link, "generation changed by a resync: "
+			    "comparing again");
 	set_gi(cur, hist);
 	memset(mp->bm, 0, m->bm_bytes);
 	mp->oos_blocks = 0;
@@ -2434,6 +2489,17 @@ rs_done_target(struct peer *p, uint64_t cur, const uint64_t *hist)
 	m->al_unclean = 0;
 	p->st = PS_UPTODATE;
 	bm_gen++;
+	/*
+	 * Everything received is durable.  The new generation and the
+	 * consistent flag go to disk before the old image is dropped: a
+	 * start that finds both takes the resync for finished.
+	 */
+	if (undo_active(undo)) {
+		if (meta_now() == -1)
+			fatal("metadata %s: the end of the resync", metapath);
+		if ((e = undo_end(undo)) != 0)
+			fatalx("%s: %s", upath, strerror(e));
+	}
 	meta_commit();
 	log_info("peer %s: resync done, %" PRIu64 " bytes received; in sync "
 	    "at generation %016" PRIx64, p->name, p->rs_recv, cur);
@@ -2441,12 +2507,6 @@ rs_done_target(struct peer *p, uint64_t cur, const uint64_t *hist)
 	    " gi_current=%016" PRIx64, p->name, p->rs_recv, cur);
 	quorum_check();
 	peer_flags_changed();
-	/* What we were to the others was judged on our old generation. */
-	TAILQ_FOREACH(q, &peers, entry)
-		if (q != p && q->link != NULL && q->hello &&
-		    q->st != PS_UPTODATE)
-			link_close(q->link, "generation changed by a resync: "
-			    "comparing again");
 }
 
 static struct rsreq *
@@ -4926,7 +4986,7 @@ peer_option(char *arg)
 		errx(EXIT_USAGE, "-P: at most %d peers", META_PEERS);
 }
 
-/* Listen for peers, connect to those named after us, open the journal. */
+/* Listen for peers and connect to those named after us. */
 static void
 peers_start(const char *listen_at)
 {
@@ -4936,11 +4996,6 @@ peers_start(const char *listen_at)
 	char			*copy, *host, *port;
 	int			 fd, one = 1, rv;
 
-	if (jpath == NULL && asprintf(&jpath, "%s.journal", metapath) == -1)
-		fatal("asprintf");
-	if ((jfd = open(jpath, O_RDWR | O_CREAT | O_CLOEXEC, 0600)) == -1)
-		fatal("%s", jpath);
-	journal_recover();
 	had_quorum = have_quorum();
 	if (listen_at != NULL) {
 		if ((copy = strdup(listen_at)) == NULL)
@@ -5253,7 +5308,6 @@ main(int argc, char *argv[])
 		exit(EXIT_USAGE);
 	}
 	crashed = !(m->flags & META_F_CLEAN) && (m->flags & META_F_PRIMARY);
-	undo_recover();
 	TAILQ_FOREACH(pr, &peers, entry) {
 		if (strcmp(pr->name, m->node) == 0) {
 			log_warnx("-P %s: that is this node", pr->name);
@@ -5291,6 +5345,13 @@ main(int argc, char *argv[])
 	nbd_set_readonly(srv, !primary);
 	if ((ioq = ioq_new(base, nthreads, batch_done, NULL)) == NULL)
 		fatal("I/O threads");
+	/* First a committed epoch, then a resync's undo journal. */
+	if (jpath == NULL && asprintf(&jpath, "%s.journal", metapath) == -1)
+		fatal("asprintf");
+	if ((jfd = open(jpath, O_RDWR | O_CREAT | O_CLOEXEC, 0600)) == -1)
+		fatal("%s", jpath);
+	journal_recover();
+	undo_recover();
 	if (nbd_listen_unix(srv, nbdpath) == -1)
 		fatal("%s", nbdpath);
 	if (tcp != NULL && nbd_listen_tcp(srv, tcp) == -1)

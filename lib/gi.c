@@ -105,6 +105,19 @@ gi_decide(const struct gi_view *self, const struct gi_view *peer,
 		} else if (d->al_peer) {
 			d->verdict = GI_TARGET;
 			d->why = "same generation; the peer crashed as primary";
+		} else if (self->inconsistent && !peer->inconsistent) {
+			/*
+			 * A resync with no new generation (an activity log
+			 * after a crash) was cut off: its bitmaps say what is
+			 * left, and it must go on, not be taken as done.
+			 */
+			d->verdict = GI_TARGET;
+			d->why = "same generation; this node's resync is "
+			    "unfinished";
+		} else if (peer->inconsistent && !self->inconsistent) {
+			d->verdict = GI_SOURCE;
+			d->why = "same generation; the peer's resync is "
+			    "unfinished";
 		}
 		return;
 	}

@@ -23,6 +23,7 @@ struct gi_view {
 	int		 primary;		/* primary now */
 	uint64_t	 promoted_at;		/* wall usec of last promotion */
 	uint64_t	 changes;		/* blocks out of sync for the other */
+	int		 inconsistent;		/* a resync into it unfinished */
 };
 
 enum gi_verdict {

@@ -68,6 +68,8 @@ enum repl_type {
 #define REPL_F_PEER_PRIMARY	0x04	/* connected to another primary */
 #define REPL_F_INSYNC		0x08	/* STATE: the sender counts us as
 					   in sync */
+#define REPL_F_INCONSISTENT	0x10	/* HELLO: a resync into the sender
+					   is unfinished */
 
 /* DATA and FLUSH flags */
 #define REPL_D_FUA		0x01

@@ -16,7 +16,7 @@
 struct node {
 	char		 name[8];
 	uint64_t	 current, bitmap[3], history[GI_HISTORY];
-	int		 crashed_primary, primary;
+	int		 crashed_primary, primary, inconsistent;
 	uint64_t	 promoted_at, changes[3];
 };
 
@@ -74,6 +74,7 @@ view(const struct node *n, int p, struct gi_view *v)
 	v->primary = n->primary;
 	v->promoted_at = n->promoted_at;
 	v->changes = n->changes[p];
+	v->inconsistent = n->inconsistent;
 }
 
 /* self sees the peer as slot ps; the peer sees self as slot pp */
@@ -152,6 +153,17 @@ test_cases(void)
 	ok(decide(&a, B, &b, A, &d) == GI_SOURCE && d.al_self && !d.full,
 	    "same generation, crashed primary: its AL is resynced from it");
 	a.crashed_primary = 0;
+
+	/* same generation, b's resync (of a's log) cut off: it goes on */
+	b.inconsistent = 1;
+	ok(decide(&a, B, &b, A, &d) == GI_SOURCE && !d.full,
+	    "same generation, peer inconsistent: source (%s)", d.why);
+	ok(decide(&b, A, &a, B, &d) == GI_TARGET && !d.full,
+	    "same generation, self inconsistent: target (%s)", d.why);
+	a.inconsistent = 1;
+	ok(decide(&a, B, &b, A, &d) == GI_IN_SYNC,
+	    "both inconsistent: neither is a source");
+	a.inconsistent = b.inconsistent = 0;
 
 	/* split brain: both moved on from the same generation */
 	lose_peer(&a, B);
