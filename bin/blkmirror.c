@@ -2070,7 +2070,8 @@ undo_rollback(const char *why, char *err, size_t errlen)
 		return -1;
 	}
 	if ((e = undo_restore(undo, devfd)) != 0) {
-		snprintf(err, errlen, "%s: %s", upath, strerror(e));
+		snprintf(err, errlen, "restoring %s from %s: %s", devpath,
+		    upath, strerror(e));
 		return -1;
 	}
 	m->gi_current = st->gi_current;
@@ -5055,9 +5056,9 @@ cmd_init(int argc, char *argv[])
 	const char	*meta = NULL, *node = NULL, *e;
 	char		 errbuf[512];
 	uint64_t	 size = 0, al = META_AL_DEFAULT, dsize;
-	int		 ch, force = 0, fd, empty = 0;
+	int		 ch, force = 0, fd, empty = 0, i;
 	uint64_t	 gi = 0;
-	char		*ep;
+	char		*ep, *path;
 	struct meta	*md;
 
 	while ((ch = getopt(argc, argv, "a:Efg:m:n:")) != -1) {
@@ -5135,6 +5136,15 @@ cmd_init(int argc, char *argv[])
 		if (meta_sync(md) == -1)
 			err(EXIT_SYS, "%s", meta);
 		meta_free(md);
+	}
+	/* New metadata: the journals of the old ones must not be applied. */
+	for (i = 0; i < 2; i++) {
+		if (asprintf(&path, "%s.%s", meta, i ? "undo" : "journal") ==
+		    -1)
+			err(EXIT_SYS, "asprintf");
+		if (unlink(path) == -1 && errno != ENOENT)
+			err(EXIT_SYS, "%s", path);
+		free(path);
 	}
 	return EXIT_OK;
 }

@@ -44,6 +44,27 @@ teardown() {
 	[ "$(blk_dump_key gi_current)" != "$gi1" ]
 }
 
+@test "init -f drops the journals of the metadata it replaces" {
+	blk_init 64M
+	echo stale >"$D/meta.journal"
+	head -c 8192 /dev/urandom >"$D/meta.undo"
+	run -100 blkmirror init -m "$D/meta" -n a "$D/disk"
+	[ -s "$D/meta.undo" ]
+	run -0 blkmirror init -f -m "$D/meta" -n a "$D/disk"
+	[ ! -e "$D/meta.journal" ]
+	[ ! -e "$D/meta.undo" ]
+}
+
+@test "a damaged undo journal stops the start, named, and is kept" {
+	blk_init 64M
+	head -c 8192 /dev/urandom >"$D/meta.undo"
+	sum=$(md5sum <"$D/meta.undo")
+	run -111 --separate-stderr blkmirror -c "$D/ctl" -l "$D/sock" \
+	    -m "$D/meta" -n a "$D/disk"
+	[ "$stderr" = "blkmirror: $D/meta.undo: damaged: its header does not check but records follow it" ]
+	[ "$(md5sum <"$D/meta.undo")" = "$sum" ]
+}
+
 @test "init refuses a size larger than the store, and bad usage" {
 	truncate -s 16M "$D/disk"
 	run -100 blkmirror init -m "$D/meta" -n a "$D/disk" 32M
