@@ -42,8 +42,11 @@ teardown() {
 	CL_ADDR_c=127.0.0.1:$wport cl_up -Q 1M
 	run -0 timeout 20 qemu-io -f raw -c 'write -P 9 0 8M' -c flush \
 	    "$(cl_uri a)"
-	cl_wait a peer.c.state behind
-	[ "$(cl_status a peer.c.overflows)" -ge 1 ]
+	# behind until c is back (a reconnect at once): then needs-resync
+	wait_for 10 eval '[ "$(cl_status a peer.c.overflows)" -ge 1 ]'
+	[[ "$(cl_status a peer.c.state)" =~ ^(behind|connecting|handshake|needs-resync)$ ]]
+	grep -q "peer c: queue over 1048576 bytes; tracking its blocks in the bitmap" \
+	    "$BATS_TEST_TMPDIR/bma.err"
 	[ "$(cl_status a peer.c.oos_bytes)" -gt 0 ]
 	[ "$(cl_status a peer.b.oos_bytes)" = 0 ]
 	[ "$(cl_status a peer.c.last_error)" = "queue overflow" ]
