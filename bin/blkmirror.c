@@ -186,6 +186,9 @@ static int			 jfd = -1, jerr;
 static char			*jpath;
 static struct undo		*undo;		/* see "the undo journal" */
 static char			*upath;
+static struct peer		*repairer;	/* see repair_begin */
+static uint64_t			 repair_until, jb_total, jb_done;
+static unsigned int		 rs_data_inflight;
 static uint64_t			 jend, jrecs, epochs_applied;
 static uint64_t			 jstart, jbound, jbseq, jbepoch, jbgen;
 static unsigned int		 jbflushes;
@@ -250,6 +253,8 @@ static void	dl_attach(struct evbuffer *, const char *);
 static void	dl_status(struct evbuffer *);
 static int	dl_state;	/* DL_*, see "diskless" */
 static void	rs_release(void);
+static int	repair_begin(struct peer *);
+static void	repair_later(void);
 static void	rs_peer_down(struct peer *);
 static void	rs_hello(struct peer *, const struct gi_decision *);
 static void	rs_check(struct peer *);
@@ -1363,6 +1368,8 @@ peer_down(struct peer *p, const char *reason)
 	}
 	rs_peer_down(p);
 	dl_peer_down(p);
+	if (repairer == p)
+		repairer = NULL;	/* the resync when it is back ends it */
 	if (p->st != PS_BEHIND || !primary)
 		p->st = PS_DOWN;
 	/* Only the stream from p ends: another's epoch goes on. */
@@ -1614,7 +1621,7 @@ work_rjob(struct ioq_job *j)
 	else if (rj->cmd == NBD_CMD_FLUSH)
 		j->err = fdatasync(devfd) == -1 ? errno : 0;
 	else if (rj->kind == RJ_RS_DATA &&
-	    (j->err = undo_save(undo, devfd, rj->off, rj->len)) != 0)
+	    (j->err = undo_save(undo, devfd, rj->off, rj->len, 1)) != 0)
 		return;
 	else {
 		j->err = apply(rj->cmd, rj->off, rj->len, rj->data,
@@ -1632,6 +1639,8 @@ done_rjob(struct ioq_job *j)
 	unsigned char	 b[REPL_RS_DIFF_MAX];
 
 	disk_inflight--;
+	if (rj->kind == RJ_RS_DATA && --rs_data_inflight == 0)
+		repair_later();
 	if (p->gen != rj->gen || p->link == NULL) {
 		rjob_put(rj);
 		return;
@@ -1709,6 +1718,8 @@ rjob_submit(struct peer *p, int kind, uint64_t seq, uint16_t cmd,
 	rj->job.done = done_rjob;
 	rj->job.slow = 1;
 	disk_inflight++;
+	if (kind == RJ_RS_DATA)
+		rs_data_inflight++;
 	ioq_submit(ioq, &rj->job);
 }
 
@@ -1778,42 +1789,52 @@ journal_hash(uint64_t start, uint64_t end, unsigned char *out)
 	return 0;
 }
 
-/* Apply the records in [start, end), sync, and mark them done. */
+/*
+ * Apply the records in [start, end), sync, and mark them done.  While an
+ * undo journal is active (a repair on a DR node, see repair_begin) the
+ * blocks are saved there first, all of them with one sync.
+ */
 static int
 journal_apply(uint64_t start, uint64_t end)
 {
 	unsigned char	 h[J_REC], *buf;
-	uint64_t	 pos = start, off;
+	uint64_t	 pos, off;
 	uint32_t	 len;
-	int		 i, e = 0;
+	int		 i, pass, e = 0;
 
 	if ((buf = malloc(REPL_CHUNK)) == NULL)
 		return ENOMEM;
-	while (e == 0 && pos + J_REC <= end) {
-		if (pread(jfd, h, J_REC, pos) != J_REC) {
-			e = EIO;
-			break;
-		}
-		for (off = 0, i = 7; i >= 0; i--)
-			off = off << 8 | h[i];
-		for (len = 0, i = 3; i >= 0; i--)
-			len = len << 8 | h[8 + i];
-		pos += J_REC;
-		if (len > REPL_CHUNK || off > m->size || len > m->size - off) {
-			e = EINVAL;
-			break;
-		}
-		if (h[12] == NBD_CMD_WRITE) {
-			if (pread(jfd, buf, len, pos) != (ssize_t)len) {
+	for (pass = undo_active(undo) ? 0 : 1; e == 0 && pass < 2; pass++) {
+		for (pos = start; e == 0 && pos + J_REC <= end; ) {
+			if (pread(jfd, h, J_REC, pos) != J_REC) {
 				e = EIO;
 				break;
 			}
-			pos += len;
+			for (off = 0, i = 7; i >= 0; i--)
+				off = off << 8 | h[i];
+			for (len = 0, i = 3; i >= 0; i--)
+				len = len << 8 | h[8 + i];
+			pos += J_REC;
+			if (len > REPL_CHUNK || off > m->size ||
+			    len > m->size - off) {
+				e = EINVAL;
+				break;
+			}
+			if (h[12] == NBD_CMD_WRITE) {
+				if (pass == 1 && pread(jfd, buf, len, pos) !=
+				    (ssize_t)len) {
+					e = EIO;
+					break;
+				}
+				pos += len;
+			}
+			if (pass == 0)
+				e = undo_save(undo, devfd, off, len, 0);
+			else
+				e = apply(h[12], off, len, buf, 0);
 		}
-		/* (an undo journal is never active here; if it were, it
-		   would have to hold these blocks too) */
-		if ((e = undo_save(undo, devfd, off, len)) == 0)
-			e = apply(h[12], off, len, buf, 0);
+		if (e == 0 && pass == 0)
+			e = undo_sync(undo);
 	}
 	free(buf);
 	if (e == 0 && fdatasync(devfd) == -1)
@@ -1859,7 +1880,9 @@ journal_commit(void)
 	jstart = jbound;
 	if (jstart == jend)
 		jstart = jbound = jend = J_HDR;
+	jb_done += jbflushes;
 	jbflushes = 0;
+	repair_later();
 	if (jbpeer != NULL && jbpeer->gen == jbgen && jbpeer->link != NULL)
 		link_send(jbpeer->link, REPL_ACK, b, repl_ack_enc(b, jbseq, e));
 	jbpeer = NULL;
@@ -1888,6 +1911,7 @@ journal_boundary(struct peer *p, const struct repl_flush *f)
 	jbpeer = p;
 	jbgen = p->gen;
 	jbflushes++;
+	jb_total++;
 	if (jbound - jstart > J_EAGER)
 		journal_commit();
 	else if (!evtimer_pending(jtimer, NULL))
@@ -2090,6 +2114,7 @@ undo_rollback(const char *why, char *err, size_t errlen)
 		snprintf(err, errlen, "%s: %s", upath, strerror(e));
 		return -1;
 	}
+	repairer = NULL;
 	log_info("%s: the image of generation %016" PRIx64 " from before "
 	    "the resync is back (%" PRIu64 " bytes rewritten): %s", devpath,
 	    m->gi_current, bytes, why);
@@ -2129,6 +2154,72 @@ undo_recover(void)
 	}
 	if (undo_rollback("starting as primary", err, sizeof(err)) == -1)
 		fatalx("undoing the resync: %s", err);
+}
+
+/*
+ * verify --fix on an up-to-date DR node: the repaired blocks come
+ * outside the epochs, so until the epoch that was open when the last of
+ * them came has been applied, the store is no image the primary had.
+ * They go under the undo journal too, and so do the epochs applied
+ * meanwhile (journal_apply); the data is marked inconsistent until then.
+ * -1 if p's link was closed (no journal).
+ */
+static int
+repair_begin(struct peer *p)
+{
+	repair_until = jb_total + 1;
+	if (repairer != NULL || !(m->flags & META_F_CONSISTENT))
+		return 0;
+	if (undo_start(p) == -1)
+		return -1;
+	m->flags &= ~(META_F_CONSISTENT | META_F_UPTODATE);
+	bm_gen++;
+	if (meta_now() == -1)
+		fatal("metadata %s", metapath);
+	repairer = p;
+	peer_flags_changed();
+	return 0;
+}
+
+/* The repair is inside an applied epoch: consistent again. */
+static void
+repair_check(evutil_socket_t fd, short what, void *arg)
+{
+	const struct undo_state	*st = undo_state(undo);
+	int			 e;
+
+	(void)fd;
+	(void)what;
+	(void)arg;
+	if (repairer == NULL || rs_data_inflight > 0 || jb_done < repair_until)
+		return;
+	if (fdatasync(devfd) == -1) {
+		log_warnx("%s: %s: the repair stays under the undo journal",
+		    devpath, strerror(errno));
+		return;
+	}
+	m->flags |= st->flags & (META_F_CONSISTENT | META_F_UPTODATE);
+	bm_gen++;
+	if (meta_now() == -1)
+		fatal("metadata %s", metapath);
+	if ((e = undo_end(undo)) != 0)
+		fatalx("%s: %s", upath, strerror(e));
+	log_info("peer %s: the repaired blocks are inside an applied epoch; "
+	    "the undo journal is dropped", repairer->name);
+	emit("undo-end", "peer=%s", repairer->name);
+	repairer = NULL;
+	peer_flags_changed();
+}
+
+/* Check from the loop itself, never from inside settle(). */
+static void
+repair_later(void)
+{
+	struct timeval	tv = { 0, 0 };
+
+	if (repairer != NULL && event_base_once(base, -1, EV_TIMEOUT,
+	    repair_check, NULL, &tv) == -1)
+		log_warnx("event_base_once");
 }
 
 /*
@@ -2500,6 +2591,7 @@ rs_done_target(struct peer *p, uint64_t cur, const uint64_t *hist)
 			fatal("metadata %s: the end of the resync", metapath);
 		if ((e = undo_end(undo)) != 0)
 			fatalx("%s: %s", upath, strerror(e));
+		repairer = NULL;
 	}
 	meta_commit();
 	log_info("peer %s: resync done, %" PRIu64 " bytes received; in sync "
@@ -2778,6 +2870,8 @@ rs_message(struct peer *p, unsigned type, const void *buf, size_t len)
 		if (repl_data_dec(buf, len, m->size, &d) == -1 || !target ||
 		    d.cmd == NBD_CMD_TRIM)
 			return -1;
+		if (p->async && p->st == PS_UPTODATE && repair_begin(p) == -1)
+			return 0;
 		rjob_submit(p, RJ_RS_DATA, d.seq, d.cmd, d.offset, d.len, 0,
 		    d.data, d.data != NULL ? d.len : 0);
 		return 0;

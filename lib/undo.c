@@ -429,11 +429,12 @@ sync_upto(struct undo *u, uint64_t need)
 
 /*
  * Before [off, off + len) of the store is overwritten: save every block of
- * it not saved yet and return once all of them are durable here; 0 or an
+ * it not saved yet and, with sync, return once all of them are durable
+ * here (without, undo_sync does that for many saves at once); 0 or an
  * errno (then nothing may be overwritten).  Does nothing while inactive.
  */
 int
-undo_save(struct undo *u, int devfd, uint64_t off, uint64_t len)
+undo_save(struct undo *u, int devfd, uint64_t off, uint64_t len, int sync)
 {
 	const uint64_t	 maxb = UNDO_REC_MAX / UNDO_BLOCK;
 	unsigned char	*buf = NULL;
@@ -477,10 +478,24 @@ undo_save(struct undo *u, int devfd, uint64_t off, uint64_t len)
 		blk += n;
 	}
 	/* Whatever saved these blocks, we or another, is before u->end. */
-	if (e == 0)
+	if (e == 0 && sync)
 		e = sync_upto(u, u->end);
 	pthread_mutex_unlock(&u->lock);
 	free(buf);
+	return e;
+}
+
+/* Make every save so far durable; 0 or an errno. */
+int
+undo_sync(struct undo *u)
+{
+	int	e;
+
+	if (u == NULL)
+		return 0;
+	pthread_mutex_lock(&u->lock);
+	e = u->active ? sync_upto(u, u->end) : 0;
+	pthread_mutex_unlock(&u->lock);
 	return e;
 }
 

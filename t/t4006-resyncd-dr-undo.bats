@@ -104,3 +104,32 @@ part_then_kill() {
 	# the bitmaps name every block that was rolled back
 	blkmirror dump -m "$C/c/meta" | grep -q "^peer.a.oos_bytes=[1-9]"
 }
+
+@test "verify --fix of c in sync: the repair is under the undo journal until an epoch is applied" {
+	# (setup left c behind: bring it in line first)
+	run -0 resyncd sync -c "$C/a/ctl.sock" c
+	cl_wait a peer.c.state uptodate
+	cl_wait c undo none
+	cl_stop c
+	# blocks changed behind blkmirror's back
+	for o in 3 70 901 1500 2047; do
+		dd if=/dev/urandom of="$C/c/disk" bs=4k seek=$o count=1 \
+		    conv=notrunc status=none
+	done
+	cl_start c
+	cl_wait a peer.c.state uptodate
+	run -0 resyncd verify --fix -c "$C/a/ctl.sock" c
+	printf '%s\n' "${lines[@]}" | grep -q "differ_blocks=5"
+	[ "$(cl_status c undo)" = active ]
+	[ "$(cl_status c undo_bytes)" = $((5 * 4096)) ]
+	[ "$(cl_status c disk)" = inconsistent ]
+	# the next epoch applied on c ends it
+	run -0 qemu-io -f raw -c "write -P 3 50M 4k" -c flush "$(cl_uri a)"
+	cl_wait c undo none
+	[ "$(cl_status c disk)" = uptodate ]
+	grep -q "the repaired blocks are inside an applied epoch" \
+	    "$BATS_TEST_TMPDIR/bmc.err"
+	cl_wait a peer.c.lag_bytes 0
+	run -0 resyncd verify -c "$C/a/ctl.sock" c
+	[ "${lines[-1]}" = "verify peer=c checked_bytes=67108864 differ_blocks=0" ]
+}

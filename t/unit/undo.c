@@ -46,7 +46,7 @@ overwrite(struct undo *u, uint64_t off, uint64_t len, int fill)
 	unsigned char	b[65536];
 	int		e;
 
-	if ((e = undo_save(u, devfd, off, len)) != 0)
+	if ((e = undo_save(u, devfd, off, len, 1)) != 0)
 		return e;
 	if (off + len > SIZE)
 		len = SIZE - off;
@@ -139,7 +139,7 @@ main(void)
 	    "overlapping: only the two new blocks are saved");
 	ok(overwrite(u, 1 << 20, 1000, 3) == 0 && undo_bytes(u) == 20480,
 	    "the partial last block");
-	ok(undo_save(u, devfd, SIZE, 4096) == EINVAL, "beyond the end: EINVAL");
+	ok(undo_save(u, devfd, SIZE, 4096, 1) == EINVAL, "beyond the end: EINVAL");
 
 	/* several threads, overlapping ranges */
 	for (i = 0; i < 4; i++) {
@@ -175,7 +175,7 @@ main(void)
 	/* a torn append: the record's block was not overwritten */
 	ok(undo_end(u) == 0 && undo_begin(u, &st) == 0, "a new journal");
 	ok(overwrite(u, 65536, 4096, 7) == 0, "one block saved, overwritten");
-	ok(undo_save(u, devfd, 131072, 8192) == 0, "a record whose write "
+	ok(undo_save(u, devfd, 131072, 8192, 1) == 0, "a record whose write "
 	    "never happened");
 	sz = fsize(jpath);
 	undo_close(u);
@@ -242,7 +242,7 @@ main(void)
 	u = undo_open(jpath, 16 << 20, err, sizeof(err));
 	ok(u != NULL && undo_begin(u, &st) == 0, "begin");
 	for (e = 0, i = 0; i < 12; i++)
-		e |= undo_save(u, devfd, (uint64_t)i << 20, 1 << 20);
+		e |= undo_save(u, devfd, (uint64_t)i << 20, 1 << 20, 1);
 	ok(e == 0 && undo_bytes(u) == 12 << 20, "twelve records of 1 MiB");
 	undo_close(u);
 	flip(jpath, 4096 + 64 + 100);
