@@ -51,7 +51,6 @@ static int			 pipe_blocking;
 static unsigned long		 pipe_dropped;
 
 static void	 usage(void) __attribute__((noreturn));
-static void	 badopt(int, const char *, const char *);
 static void	 out_open(struct out *);
 static void	 send_all(uint8_t);
 static void	 pipe_flush(void);
@@ -69,13 +68,6 @@ usage(void)
 	fprintf(stderr, "usage: hbsend [-v] [-C cluster] [-d fd] "
 	    "[-i interval] [-k keyfile] [-n node] [-S statefile] [-s status] "
 	    "medium ...\n");
-	exit(EXIT_USAGE);
-}
-
-static void
-badopt(int ch, const char *arg, const char *e)
-{
-	log_warnx("-%c %s: %s", ch, arg, e);
 	exit(EXIT_USAGE);
 }
 
@@ -327,11 +319,10 @@ main(int argc, char *argv[])
 	struct timeval	 tv;
 	struct out	*o;
 	struct stat	 st;
-	unsigned char	 ck[HATRIO_KEY_BYTES];
 	const char	*keyfile = "/etc/hatrio/cluster.key", *e;
 	const char	*cluster = "hatrio", *node = NULL, *status = "";
 	const char	*statefile = NULL;
-	char		 host[256], *p;
+	char		 host[256];
 	uint64_t	 interval = 200000;
 	int		 ch, readyfd = -1, verbose = 0, flags, i, npipe = 0;
 
@@ -340,25 +331,25 @@ main(int argc, char *argv[])
 		switch (ch) {
 		case 'C':
 			if (!hb_valid_name(optarg))
-				badopt(ch, optarg, "not a valid name");
+				hb_badopt(ch, optarg, "not a valid name");
 			cluster = optarg;
 			break;
 		case 'd':
 			if ((e = parse_fd(optarg, &readyfd)) != NULL)
-				badopt(ch, optarg, e);
+				hb_badopt(ch, optarg, e);
 			break;
 		case 'i':
 			if ((e = parse_duration(optarg, &interval)) != NULL)
-				badopt(ch, optarg, e);
+				hb_badopt(ch, optarg, e);
 			if (interval < 1000 || interval > 3600000000ULL)
-				badopt(ch, optarg, "must be 1ms to 1h");
+				hb_badopt(ch, optarg, "must be 1ms to 1h");
 			break;
 		case 'k':
 			keyfile = optarg;
 			break;
 		case 'n':
 			if (!hb_valid_name(optarg))
-				badopt(ch, optarg, "not a valid name");
+				hb_badopt(ch, optarg, "not a valid name");
 			node = optarg;
 			break;
 		case 'S':
@@ -367,7 +358,7 @@ main(int argc, char *argv[])
 		case 's':
 			if (strcmp(optarg, "-") != 0 &&
 			    !hb_valid_status(optarg))
-				badopt(ch, optarg, "at most 200 printable "
+				hb_badopt(ch, optarg, "at most 200 printable "
 				    "characters");
 			status = optarg;
 			break;
@@ -398,27 +389,12 @@ main(int argc, char *argv[])
 		}
 		TAILQ_INSERT_TAIL(&outs, o, entry);
 	}
-	if (node == NULL) {
-		if (gethostname(host, sizeof(host)) == -1)
-			fatal("gethostname");
-		host[sizeof(host) - 1] = '\0';
-		if ((p = strchr(host, '.')) != NULL)
-			*p = '\0';
-		if (!hb_valid_name(host)) {
-			log_warnx("host name %s is not a valid node name; "
-			    "use -n", host);
-			exit(EXIT_USAGE);
-		}
-		node = host;
-	}
-	if (sodium_init() == -1)
-		fatalx("sodium_init failed");
-	if ((e = key_load(keyfile, ck)) != NULL) {
+	if (node == NULL)
+		node = hb_node_default(host, sizeof(host));
+	if ((e = hb_key_load(keyfile, hkey)) != NULL) {
 		log_warnx("%s", e);
 		exit(EXIT_USAGE);
 	}
-	hb_derive_key(ck, hkey);
-	sodium_memzero(ck, sizeof(ck));
 
 	/* Wall-clock microseconds: a later start has a larger incarnation. */
 	pkt.incarnation = incarnation(statefile);

@@ -121,7 +121,6 @@ static unsigned long		 accepted, drops[D_NDROP], dsince[D_NDROP];
 static uint64_t			 dlast[D_NDROP];
 
 static void	 usage(void) __attribute__((noreturn));
-static void	 badopt(int, const char *, const char *);
 static void	 tv_set(struct timeval *, uint64_t);
 static uint64_t	 ms(uint64_t);
 static void	 emit(const char *, const char *, const char *, ...)
@@ -161,13 +160,6 @@ usage(void)
 	    "[-d fd] [-e handler] [-F window] [-I initdead] [-i interval] "
 	    "[-k keyfile] [-l medium] [-n node] [-T timeout] "
 	    "[-w warntime] node ...\n");
-	exit(EXIT_USAGE);
-}
-
-static void
-badopt(int ch, const char *arg, const char *e)
-{
-	log_warnx("-%c %s: %s", ch, arg, e);
 	exit(EXIT_USAGE);
 }
 
@@ -1101,9 +1093,8 @@ main(int argc, char *argv[])
 	struct job		*j;
 	struct timeval		 tv;
 	struct stat		 st;
-	unsigned char		 ck[HATRIO_KEY_BYTES];
 	const char		*keyfile = "/etc/hatrio/cluster.key", *e;
-	char			 host[256], *c;
+	char			 host[256];
 	int			 ch, readyfd = -1, verbose = 0, i, flags;
 	int			 nstdin = 0, initset = 0, warnset = 0;
 	static const int	 signos[3] = { SIGTERM, SIGINT, SIGUSR1 };
@@ -1116,32 +1107,32 @@ main(int argc, char *argv[])
 			break;
 		case 'C':
 			if (!hb_valid_name(optarg))
-				badopt(ch, optarg, "not a valid name");
+				hb_badopt(ch, optarg, "not a valid name");
 			cluster = optarg;
 			break;
 		case 'D':
 			if ((e = parse_duration(optarg, &deadtime)) != NULL)
-				badopt(ch, optarg, e);
+				hb_badopt(ch, optarg, e);
 			break;
 		case 'd':
 			if ((e = parse_fd(optarg, &readyfd)) != NULL)
-				badopt(ch, optarg, e);
+				hb_badopt(ch, optarg, e);
 			break;
 		case 'e':
 			handler = optarg;
 			break;
 		case 'F':
 			if ((e = parse_duration(optarg, &freshness)) != NULL)
-				badopt(ch, optarg, e);
+				hb_badopt(ch, optarg, e);
 			break;
 		case 'I':
 			if ((e = parse_duration(optarg, &initdead)) != NULL)
-				badopt(ch, optarg, e);
+				hb_badopt(ch, optarg, e);
 			initset = 1;
 			break;
 		case 'i':
 			if ((e = parse_duration(optarg, &interval)) != NULL)
-				badopt(ch, optarg, e);
+				hb_badopt(ch, optarg, e);
 			break;
 		case 'k':
 			keyfile = optarg;
@@ -1151,28 +1142,28 @@ main(int argc, char *argv[])
 				fatal("calloc");
 			l->spec = optarg;
 			if ((e = hb_medium_parse(optarg, 1, &l->m)) != NULL)
-				badopt(ch, optarg, e);
+				hb_badopt(ch, optarg, e);
 			if (l->m.kind == HB_MEDIUM_PIPE && nstdin++ > 0)
-				badopt(ch, optarg, "given twice");
+				hb_badopt(ch, optarg, "given twice");
 			TAILQ_INSERT_TAIL(&listeners, l, entry);
 			break;
 		case 'n':
 			if (!hb_valid_name(optarg))
-				badopt(ch, optarg, "not a valid name");
+				hb_badopt(ch, optarg, "not a valid name");
 			self = optarg;
 			break;
 		case 'T':
 			if ((e = parse_duration(optarg, &htimeout)) != NULL)
-				badopt(ch, optarg, e);
+				hb_badopt(ch, optarg, e);
 			if (htimeout == 0)
-				badopt(ch, optarg, "must not be 0");
+				hb_badopt(ch, optarg, "must not be 0");
 			break;
 		case 'v':
 			verbose++;
 			break;
 		case 'w':
 			if ((e = parse_duration(optarg, &warntime)) != NULL)
-				badopt(ch, optarg, e);
+				hb_badopt(ch, optarg, e);
 			warnset = 1;
 			break;
 		default:
@@ -1215,19 +1206,8 @@ main(int argc, char *argv[])
 		    "deadtime");
 		exit(EXIT_USAGE);
 	}
-	if (self == NULL) {
-		if (gethostname(host, sizeof(host)) == -1)
-			fatal("gethostname");
-		host[sizeof(host) - 1] = '\0';
-		if ((c = strchr(host, '.')) != NULL)
-			*c = '\0';
-		if (!hb_valid_name(host)) {
-			log_warnx("host name %s is not a valid node name; "
-			    "use -n", host);
-			exit(EXIT_USAGE);
-		}
-		self = host;
-	}
+	if (self == NULL)
+		self = hb_node_default(host, sizeof(host));
 	for (i = 0; i < argc; i++) {
 		if (!hb_valid_name(argv[i])) {
 			log_warnx("%s: not a valid node name", argv[i]);
@@ -1247,14 +1227,10 @@ main(int argc, char *argv[])
 	}
 	if (onceflag)
 		quiet = 1;
-	if (sodium_init() == -1)
-		fatalx("sodium_init failed");
-	if ((e = key_load(keyfile, ck)) != NULL) {
+	if ((e = hb_key_load(keyfile, hkey)) != NULL) {
 		log_warnx("%s", e);
 		exit(EXIT_USAGE);
 	}
-	hb_derive_key(ck, hkey);
-	sodium_memzero(ck, sizeof(ck));
 
 	signal(SIGPIPE, SIG_IGN);
 	event_set_log_callback(evlog);

@@ -16,6 +16,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include <sodium.h>
 
@@ -447,5 +448,58 @@ hb_addr_str(const struct sockaddr *sa, char *buf, size_t len)
 		}
 	} else
 		snprintf(buf, len, "?");
+	return buf;
+}
+
+/*
+ * A bad option argument ends either program the same way: "-C x: why" and
+ * the usage exit code, since only the command line can fix it.
+ */
+void
+hb_badopt(int ch, const char *arg, const char *why)
+{
+	log_warnx("-%c %s: %s", ch, arg, why);
+	exit(EXIT_USAGE);
+}
+
+/*
+ * Load the cluster key from path and derive the heartbeat key from it into
+ * hk.  The cluster key is wiped at once: the heartbeat key is all either
+ * program keeps.  Returns NULL, or key_load's message (hk is then left
+ * as it was).
+ */
+const char *
+hb_key_load(const char *path, unsigned char hk[HB_TAG_LEN])
+{
+	unsigned char	 ck[HATRIO_KEY_BYTES];
+	const char	*e;
+
+	if (sodium_init() == -1)
+		fatalx("sodium_init failed");
+	if ((e = key_load(path, ck)) == NULL)
+		hb_derive_key(ck, hk);
+	sodium_memzero(ck, sizeof(ck));
+	return e;
+}
+
+/*
+ * The node name when -n is not given: the host name up to its first dot,
+ * kept in buf.  A host name that is not a valid node name ends the program
+ * with the usage exit code, as a bad option would: -n is the fix.
+ */
+const char *
+hb_node_default(char *buf, size_t len)
+{
+	char	*p;
+
+	if (gethostname(buf, len) == -1)
+		fatal("gethostname");
+	buf[len - 1] = '\0';
+	if ((p = strchr(buf, '.')) != NULL)
+		*p = '\0';
+	if (!hb_valid_name(buf)) {
+		log_warnx("host name %s is not a valid node name; use -n", buf);
+		exit(EXIT_USAGE);
+	}
 	return buf;
 }

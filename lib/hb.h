@@ -110,4 +110,12 @@ const char	*hb_medium_parse(const char *, int, struct hb_medium *);
 const char	*hb_addr_str(const struct sockaddr *, char *, size_t);
 void		 hb_status_clean(char *);
 
+/*
+ * What hbsend and hbwatch both do around the packets.
+ */
+void		 hb_badopt(int, const char *, const char *)
+		    __attribute__((noreturn));
+const char	*hb_key_load(const char *, unsigned char [HB_TAG_LEN]);
+const char	*hb_node_default(char *, size_t);
+
 #endif /* HB_H */

@@ -1,15 +1,100 @@
 /* See LICENSE file for copyright and license details. */
 /*
  * Unit tests for lib/hb.c: encoding, every refusal, the replay rule, the
- * freshness rule.
+ * freshness rule, and the helpers both programs share.
  */
+#include <sys/stat.h>
+#include <sys/wait.h>
+
+#include <errno.h>
+#include <fcntl.h>
+#include <sched.h>
 #include <stdlib.h>
+#include <unistd.h>
 
 #include <sodium.h>
 
 #include "hatrio.h"
 #include "hb.h"
 #include "unit.h"
+
+static int	node_default(const char *, char *, size_t);
+static void	key_tests(void);
+
+/*
+ * hb_node_default in a child with its own host name (a UTS namespace, so
+ * the machine's stays as it is).  Returns the child's exit status, or -1
+ * when it cannot have its own host name; out gets what the child wrote on
+ * stdout and stderr.
+ */
+static int
+node_default(const char *hostname, char *out, size_t len)
+{
+	char	buf[256];
+	ssize_t	n;
+	size_t	got = 0;
+	pid_t	pid;
+	int	fds[2], st;
+
+	if (pipe(fds) == -1)
+		return -1;
+	if ((pid = fork()) == -1)
+		return -1;
+	if (pid == 0) {
+		close(fds[0]);
+		dup2(fds[1], STDOUT_FILENO);
+		dup2(fds[1], STDERR_FILENO);
+		if (unshare(CLONE_NEWUTS) == -1 ||
+		    sethostname(hostname, strlen(hostname)) == -1)
+			_exit(99);
+		printf("%s", hb_node_default(buf, sizeof(buf)));
+		fflush(stdout);
+		_exit(0);
+	}
+	close(fds[1]);
+	while (got + 1 < len && (n = read(fds[0], out + got,
+	    len - 1 - got)) > 0)
+		got += n;
+	out[got] = '\0';
+	close(fds[0]);
+	if (waitpid(pid, &st, 0) == -1 || !WIFEXITED(st) ||
+	    WEXITSTATUS(st) == 99)
+		return -1;
+	return WEXITSTATUS(st);
+}
+
+static void
+key_tests(void)
+{
+	unsigned char	 ck[HATRIO_KEY_BYTES], want[HB_TAG_LEN];
+	unsigned char	 hk[HB_TAG_LEN];
+	char		 path[] = "/tmp/hbunitkeyXXXXXX", msg[600];
+	int		 fd;
+
+	memset(ck, 0x5a, sizeof(ck));
+	hb_derive_key(ck, want);
+	if ((fd = mkstemp(path)) == -1 || write(fd, ck, sizeof(ck)) !=
+	    (ssize_t)sizeof(ck)) {
+		ok(0, "key file written");
+		return;
+	}
+	close(fd);
+	memset(hk, 0, sizeof(hk));
+	is_str(hb_key_load(path, hk), NULL, "hb_key_load reads a key file");
+	ok(memcmp(hk, want, sizeof(hk)) == 0,
+	    "hb_key_load gives the derived heartbeat key");
+	chmod(path, 0640);
+	memset(hk, 0, sizeof(hk));
+	snprintf(msg, sizeof(msg), "key file %s: readable or writable by "
+	    "group or others (mode 0640); run chmod 600 %s", path, path);
+	is_str(hb_key_load(path, hk), msg,
+	    "hb_key_load passes key_load's refusal on");
+	ok(hk[0] == 0 && memcmp(hk, hk + 1, sizeof(hk) - 1) == 0,
+	    "a refused key leaves the heartbeat key alone");
+	unlink(path);
+	snprintf(msg, sizeof(msg), "key file %s: %s", path, strerror(ENOENT));
+	is_str(hb_key_load(path, hk), msg, "a missing key file is named");
+}
 
 int
 main(void)
@@ -20,6 +105,7 @@ main(void)
 	unsigned char		 ck[HATRIO_KEY_BYTES], key[HB_TAG_LEN];
 	unsigned char		 key2[HB_TAG_LEN], buf[HB_PKT_MAX];
 	unsigned char		 b2[HB_PKT_MAX];
+	char			 out[512];
 	size_t			 n, i;
 	int64_t			 age;
 	int			 e;
@@ -162,5 +248,18 @@ main(void)
 	    "* for listening");
 	is_str(hb_medium_parse("tcp:1.2.3.4:5", 0, &m),
 	    "unknown medium (udp:, mcast:, bcast: or -)", "tcp refused");
+
+	key_tests();
+
+	e = node_default("node7.example.org", out, sizeof(out));
+	ok(e == 0, "hb_node_default with a valid host name succeeds");
+	is_str(out, "node7", "the node name is the host name up to its dot");
+	e = node_default("db-2", out, sizeof(out));
+	ok(e == 0, "a host name without a dot succeeds");
+	is_str(out, "db-2", "and is the node name whole");
+	e = node_default("bad!host.example.org", out, sizeof(out));
+	ok(e == EXIT_USAGE, "a host name that is no node name exits 100");
+	is_str(out, "hatrio: host name bad!host is not a valid node name; "
+	    "use -n\n", "and says so");
 	return done_testing();
 }
