@@ -59,7 +59,6 @@ static void	 tick_cb(evutil_socket_t, short, void *);
 static void	 status_cb(evutil_socket_t, short, void *);
 static void	 status_lines(void);
 static void	 signal_cb(evutil_socket_t, short, void *);
-static void	 evlog(int, const char *);
 static uint64_t	 incarnation(const char *);
 
 static void
@@ -162,21 +161,8 @@ send_all(uint8_t type)
 static void
 pipe_flush(void)
 {
-	int	n;
-
-	while (evbuffer_get_length(pipebuf) > 0) {
-		n = evbuffer_write(pipebuf, STDOUT_FILENO);
-		if (n > 0)
-			continue;
-		if (n == -1 && (errno == EAGAIN || errno == EINTR)) {
-			if (pipe_ev != NULL)
-				event_add(pipe_ev, NULL);
-			return;
-		}
+	if (hb_out_flush(pipebuf, STDOUT_FILENO, pipe_ev) == -1)
 		fatal("-: write");
-	}
-	if (pipe_ev != NULL)
-		event_del(pipe_ev);
 }
 
 static void
@@ -255,14 +241,6 @@ signal_cb(evutil_socket_t sig, short what, void *arg)
 	event_base_loopexit(base, NULL);
 }
 
-/* libevent's own messages: the failures it reports are handled here. */
-static void
-evlog(int severity, const char *msg)
-{
-	(void)severity;
-	log_debug("libevent: %s", msg);
-}
-
 /*
  * The incarnation: the wall clock in microseconds, so that a later start
  * has a larger one.  With a state file it is also more than the last one
@@ -324,7 +302,7 @@ main(int argc, char *argv[])
 	const char	*statefile = NULL;
 	char		 host[256];
 	uint64_t	 interval = 200000;
-	int		 ch, readyfd = -1, verbose = 0, flags, i, npipe = 0;
+	int		 ch, readyfd = -1, verbose = 0, nb, i, npipe = 0;
 
 	log_init(argv[0], 0);
 	while ((ch = getopt(argc, argv, "C:d:i:k:n:S:s:v")) != -1) {
@@ -404,9 +382,7 @@ main(int argc, char *argv[])
 	if (strcmp(status, "-") != 0)
 		strcpy(pkt.status, status);
 
-	signal(SIGPIPE, SIG_IGN);
-	event_set_log_callback(evlog);
-	if ((base = event_base_new()) == NULL)
+	if ((base = hb_base_new()) == NULL)
 		fatalx("event_base_new");
 	if ((pipebuf = evbuffer_new()) == NULL ||
 	    (statusbuf = evbuffer_new()) == NULL)
@@ -416,16 +392,12 @@ main(int argc, char *argv[])
 		if (o->m.kind != HB_MEDIUM_PIPE)
 			continue;
 		/* a pipe or socket never blocks us; a file or tty may */
-		if (fstat(STDOUT_FILENO, &st) == -1)
+		if ((nb = hb_out_nonblock(STDOUT_FILENO)) == -1)
 			fatal("stdout");
-		if (S_ISFIFO(st.st_mode) || S_ISSOCK(st.st_mode)) {
-			flags = fcntl(STDOUT_FILENO, F_GETFL);
-			if (flags == -1 || fcntl(STDOUT_FILENO, F_SETFL,
-			    flags | O_NONBLOCK) == -1)
-				fatal("stdout");
+		if (nb == 1)
 			pipe_ev = event_new(base, STDOUT_FILENO, EV_WRITE,
 			    pipe_cb, NULL);
-		} else
+		else
 			pipe_blocking = 1;
 	}
 	if (strcmp(status, "-") == 0) {
@@ -472,9 +444,7 @@ main(int argc, char *argv[])
 
 	/* the leaving packet must reach a pipe reader before we go */
 	if (evbuffer_get_length(pipebuf) > 0 && !pipe_blocking) {
-		flags = fcntl(STDOUT_FILENO, F_GETFL);
-		if (flags != -1)
-			fcntl(STDOUT_FILENO, F_SETFL, flags & ~O_NONBLOCK);
+		hb_out_block(STDOUT_FILENO);
 		pipe_flush();
 	}
 	if (status_ev != NULL)

@@ -150,7 +150,6 @@ static void	 stdin_cb(evutil_socket_t, short, void *);
 static void	 file_cb(evutil_socket_t, short, void *);
 static void	 status_report(void);
 static void	 signal_cb(evutil_socket_t, short, void *);
-static void	 evlog(int, const char *);
 static const char *pct(const char *, char *, size_t);
 
 static void
@@ -263,21 +262,8 @@ emit(const char *node, const char *event, const char *fmt, ...)
 static void
 out_flush(void)
 {
-	int	n;
-
-	while (evbuffer_get_length(outbuf) > 0) {
-		n = evbuffer_write(outbuf, STDOUT_FILENO);
-		if (n > 0)
-			continue;
-		if (n == -1 && (errno == EAGAIN || errno == EINTR)) {
-			if (out_ev != NULL)
-				event_add(out_ev, NULL);
-			return;
-		}
+	if (hb_out_flush(outbuf, STDOUT_FILENO, out_ev) == -1)
 		fatal("stdout");
-	}
-	if (out_ev != NULL)
-		event_del(out_ev);
 }
 
 static void
@@ -1075,14 +1061,6 @@ signal_cb(evutil_socket_t sig, short what, void *arg)
 	event_base_loopexit(base, NULL);
 }
 
-/* libevent's own messages: the failures it reports are handled here. */
-static void
-evlog(int severity, const char *msg)
-{
-	(void)severity;
-	log_debug("libevent: %s", msg);
-}
-
 int
 main(int argc, char *argv[])
 {
@@ -1095,7 +1073,7 @@ main(int argc, char *argv[])
 	struct stat		 st;
 	const char		*keyfile = "/etc/hatrio/cluster.key", *e;
 	char			 host[256];
-	int			 ch, readyfd = -1, verbose = 0, i, flags;
+	int			 ch, readyfd = -1, verbose = 0, i, nb;
 	int			 nstdin = 0, initset = 0, warnset = 0;
 	static const int	 signos[3] = { SIGTERM, SIGINT, SIGUSR1 };
 
@@ -1232,19 +1210,13 @@ main(int argc, char *argv[])
 		exit(EXIT_USAGE);
 	}
 
-	signal(SIGPIPE, SIG_IGN);
-	event_set_log_callback(evlog);
-	if ((base = event_base_new()) == NULL)
+	if ((base = hb_base_new()) == NULL)
 		fatalx("event_base_new");
 	if ((outbuf = evbuffer_new()) == NULL)
 		fatal("evbuffer_new");
-	if (fstat(STDOUT_FILENO, &st) == -1)
+	if ((nb = hb_out_nonblock(STDOUT_FILENO)) == -1)
 		fatal("stdout");
-	if (S_ISFIFO(st.st_mode) || S_ISSOCK(st.st_mode)) {
-		flags = fcntl(STDOUT_FILENO, F_GETFL);
-		if (flags == -1 || fcntl(STDOUT_FILENO, F_SETFL,
-		    flags | O_NONBLOCK) == -1)
-			fatal("stdout");
+	if (nb == 1) {
 		if ((out_ev = event_new(base, STDOUT_FILENO, EV_WRITE, out_cb,
 		    NULL)) == NULL)
 			fatalx("event_new");
@@ -1318,11 +1290,8 @@ main(int argc, char *argv[])
 
 	event_base_dispatch(base);
 
-	if (out_blocking == 0 && evbuffer_get_length(outbuf) > 0) {
-		flags = fcntl(STDOUT_FILENO, F_GETFL);
-		if (flags != -1)
-			fcntl(STDOUT_FILENO, F_SETFL, flags & ~O_NONBLOCK);
-	}
+	if (out_blocking == 0 && evbuffer_get_length(outbuf) > 0)
+		hb_out_block(STDOUT_FILENO);
 	out_flush();
 	if (job_pid != -1) {
 		kill(-job_pid, SIGKILL);

@@ -8,22 +8,30 @@
 #include <sys/socket.h>
 #include <sys/types.h>
 
+#include <sys/stat.h>
+
 #include <arpa/inet.h>
+#include <errno.h>
+#include <fcntl.h>
 #include <ifaddrs.h>
 #include <net/if.h>
 #include <netdb.h>
 #include <netinet/in.h>
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
 
+#include <event2/buffer.h>
+#include <event2/event.h>
 #include <sodium.h>
 
 #include "hatrio.h"
 #include "hb.h"
 
 static int	parse_port(const char *, int, uint16_t *);
+static void	evlog(int, const char *);
 
 static const char *hb_errstr[HB_NERR] = {
 	"ok",
@@ -502,4 +510,89 @@ hb_node_default(char *buf, size_t len)
 		exit(EXIT_USAGE);
 	}
 	return buf;
+}
+
+/* libevent's own messages: the failures it reports are handled here. */
+static void
+evlog(int severity, const char *msg)
+{
+	(void)severity;
+	log_debug("libevent: %s", msg);
+}
+
+/*
+ * The event base, and what both programs need before it: a reader of
+ * stdout that goes away must give EPIPE (and the exit code for it), not
+ * kill us with SIGPIPE, and libevent's messages go to the debug log.
+ */
+struct event_base *
+hb_base_new(void)
+{
+	signal(SIGPIPE, SIG_IGN);
+	event_set_log_callback(evlog);
+	return event_base_new();
+}
+
+/*
+ * Make fd (stdout) non-blocking when it is a pipe or a socket, whose reader
+ * may be slow: the event loop must go on meanwhile.  A file or a terminal
+ * is left blocking, as a write to it does not wait on anybody.  Returns 1
+ * when fd is now non-blocking, 0 when it was left alone, -1 on an error.
+ */
+int
+hb_out_nonblock(int fd)
+{
+	struct stat	st;
+	int		flags;
+
+	if (fstat(fd, &st) == -1)
+		return -1;
+	if (!S_ISFIFO(st.st_mode) && !S_ISSOCK(st.st_mode))
+		return 0;
+	if ((flags = fcntl(fd, F_GETFL)) == -1 ||
+	    fcntl(fd, F_SETFL, flags | O_NONBLOCK) == -1)
+		return -1;
+	return 1;
+}
+
+/*
+ * Write what buf holds to fd until it is empty or fd would block.  The
+ * write event ev (NULL for a blocking fd) is armed while anything is left
+ * and removed once all is written.  Returns 0, or -1 with errno when the
+ * write failed (a reader that went away: EPIPE).
+ */
+int
+hb_out_flush(struct evbuffer *buf, int fd, struct event *ev)
+{
+	int	n;
+
+	while (evbuffer_get_length(buf) > 0) {
+		n = evbuffer_write(buf, fd);
+		if (n > 0)
+			continue;
+		if (n == -1 && (errno == EAGAIN || errno == EINTR)) {
+			if (ev != NULL)
+				event_add(ev, NULL);
+			return 0;
+		}
+		return -1;
+	}
+	if (ev != NULL)
+		event_del(ev);
+	return 0;
+}
+
+/*
+ * Make fd blocking again, at exit: what is still queued for it (a leaving
+ * packet, the last event lines) must be written before we go.  An error
+ * only means that the last write may stop short; there is nothing more to
+ * do about it.
+ */
+void
+hb_out_block(int fd)
+{
+	int	flags;
+
+	if ((flags = fcntl(fd, F_GETFL)) != -1)
+		fcntl(fd, F_SETFL, flags & ~O_NONBLOCK);
 }

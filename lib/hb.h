@@ -28,6 +28,10 @@
 
 #include "hatrio.h"
 
+struct event;
+struct event_base;
+struct evbuffer;
+
 #define HB_MAGIC		"HThb"
 #define HB_VERSION		2	/* 2: the time field */
 #define HB_TYPE_HEARTBEAT	1
@@ -117,5 +121,9 @@ void		 hb_badopt(int, const char *, const char *)
 		    __attribute__((noreturn));
 const char	*hb_key_load(const char *, unsigned char [HB_TAG_LEN]);
 const char	*hb_node_default(char *, size_t);
+struct event_base *hb_base_new(void);
+int		 hb_out_nonblock(int);
+int		 hb_out_flush(struct evbuffer *, int, struct event *);
+void		 hb_out_block(int);
 
 #endif /* HB_H */

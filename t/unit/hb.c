@@ -9,9 +9,12 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <sched.h>
+#include <signal.h>
 #include <stdlib.h>
 #include <unistd.h>
 
+#include <event2/buffer.h>
+#include <event2/event.h>
 #include <sodium.h>
 
 #include "hatrio.h"
@@ -20,6 +23,86 @@
 
 static int	node_default(const char *, char *, size_t);
 static void	key_tests(void);
+static void	out_tests(void);
+static void	nop_cb(evutil_socket_t, short, void *);
+
+static void
+nop_cb(evutil_socket_t fd, short what, void *arg)
+{
+	(void)fd;
+	(void)what;
+	(void)arg;
+}
+
+/* stdout as a stream: non-blocking for a pipe only, flushed, closed. */
+static void
+out_tests(void)
+{
+	static char		 data[1024 * 1024], got[65536];
+	struct event_base	*base;
+	struct evbuffer		*b;
+	struct event		*ev;
+	struct sigaction	 sa;
+	char			 path[] = "/tmp/hbunitoutXXXXXX";
+	size_t			 total = 0;
+	ssize_t			 n;
+	int			 p[2], fd, i, r, left;
+
+	if ((base = hb_base_new()) == NULL || pipe(p) == -1 ||
+	    (fd = mkstemp(path)) == -1 || (b = evbuffer_new()) == NULL) {
+		ok(0, "set up the stdout tests");
+		return;
+	}
+	unlink(path);
+	ok(sigaction(SIGPIPE, NULL, &sa) == 0 && sa.sa_handler == SIG_IGN,
+	    "hb_base_new ignores SIGPIPE");
+
+	ok(hb_out_nonblock(p[1]) == 1 && (fcntl(p[1], F_GETFL) & O_NONBLOCK),
+	    "a pipe is made non-blocking");
+	ok(hb_out_nonblock(fd) == 0 && !(fcntl(fd, F_GETFL) & O_NONBLOCK),
+	    "a file is left blocking");
+	close(fd);
+	errno = 0;
+	ok(hb_out_nonblock(fd) == -1 && errno == EBADF,
+	    "a closed descriptor is an error");
+
+	for (i = 0; i < (int)sizeof(data); i++)
+		data[i] = i % 251;
+	ev = event_new(base, p[1], EV_WRITE, nop_cb, NULL);
+	evbuffer_add(b, data, sizeof(data));
+	r = hb_out_flush(b, p[1], ev);
+	left = evbuffer_get_length(b) > 0;
+	ok(r == 0 && left && event_pending(ev, EV_WRITE, NULL),
+	    "a full pipe leaves the rest queued and the write event armed");
+	fcntl(p[0], F_SETFL, O_NONBLOCK);
+	for (i = 0; i < 10000 && r == 0; i++) {
+		while ((n = read(p[0], got, sizeof(got))) > 0) {
+			if (memcmp(got, data + total, n) != 0)
+				break;
+			total += n;
+		}
+		if (evbuffer_get_length(b) == 0)
+			break;
+		r = hb_out_flush(b, p[1], ev);
+	}
+	ok(r == 0 && total == sizeof(data) && evbuffer_get_length(b) == 0,
+	    "everything reaches the reader, in order");
+	ok(!event_pending(ev, EV_WRITE, NULL),
+	    "the write event is removed once all is written");
+
+	hb_out_block(p[1]);
+	ok(!(fcntl(p[1], F_GETFL) & O_NONBLOCK), "hb_out_block clears "
+	    "O_NONBLOCK");
+	close(p[0]);
+	evbuffer_add(b, "x", 1);
+	errno = 0;
+	ok(hb_out_flush(b, p[1], NULL) == -1 && errno == EPIPE,
+	    "a reader that went away is EPIPE, not SIGPIPE");
+	close(p[1]);
+	event_free(ev);
+	evbuffer_free(b);
+	event_base_free(base);
+}
 
 /*
  * hb_node_default in a child with its own host name (a UTS namespace, so
@@ -250,6 +333,7 @@ main(void)
 	    "unknown medium (udp:, mcast:, bcast: or -)", "tcp refused");
 
 	key_tests();
+	out_tests();
 
 	e = node_default("node7.example.org", out, sizeof(out));
 	ok(e == 0, "hb_node_default with a valid host name succeeds");
