@@ -308,9 +308,7 @@ main(int argc, char *argv[])
 	while ((ch = getopt(argc, argv, "C:d:i:k:n:S:s:v")) != -1) {
 		switch (ch) {
 		case 'C':
-			if (!hb_valid_name(optarg))
-				hb_badopt(ch, optarg, "not a valid name");
-			cluster = optarg;
+			cluster = hb_opt_name(ch, optarg);
 			break;
 		case 'd':
 			if ((e = parse_fd(optarg, &readyfd)) != NULL)
@@ -326,9 +324,7 @@ main(int argc, char *argv[])
 			keyfile = optarg;
 			break;
 		case 'n':
-			if (!hb_valid_name(optarg))
-				hb_badopt(ch, optarg, "not a valid name");
-			node = optarg;
+			node = hb_opt_name(ch, optarg);
 			break;
 		case 'S':
 			statefile = optarg;
@@ -357,12 +353,8 @@ main(int argc, char *argv[])
 		if ((o = calloc(1, sizeof(*o))) == NULL)
 			fatal("calloc");
 		o->spec = argv[i];
-		if ((e = hb_medium_parse(argv[i], 0, &o->m)) != NULL) {
+		if ((e = hb_medium_arg(argv[i], 0, &o->m, &npipe)) != NULL) {
 			log_warnx("medium %s: %s", argv[i], e);
-			exit(EXIT_USAGE);
-		}
-		if (o->m.kind == HB_MEDIUM_PIPE && npipe++ > 0) {
-			log_warnx("medium -: given twice");
 			exit(EXIT_USAGE);
 		}
 		TAILQ_INSERT_TAIL(&outs, o, entry);

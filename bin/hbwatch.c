@@ -1084,9 +1084,7 @@ main(int argc, char *argv[])
 			onceflag = 1;
 			break;
 		case 'C':
-			if (!hb_valid_name(optarg))
-				hb_badopt(ch, optarg, "not a valid name");
-			cluster = optarg;
+			cluster = hb_opt_name(ch, optarg);
 			break;
 		case 'D':
 			if ((e = parse_duration(optarg, &deadtime)) != NULL)
@@ -1119,16 +1117,13 @@ main(int argc, char *argv[])
 			if ((l = calloc(1, sizeof(*l))) == NULL)
 				fatal("calloc");
 			l->spec = optarg;
-			if ((e = hb_medium_parse(optarg, 1, &l->m)) != NULL)
+			if ((e = hb_medium_arg(optarg, 1, &l->m, &nstdin)) !=
+			    NULL)
 				hb_badopt(ch, optarg, e);
-			if (l->m.kind == HB_MEDIUM_PIPE && nstdin++ > 0)
-				hb_badopt(ch, optarg, "given twice");
 			TAILQ_INSERT_TAIL(&listeners, l, entry);
 			break;
 		case 'n':
-			if (!hb_valid_name(optarg))
-				hb_badopt(ch, optarg, "not a valid name");
-			self = optarg;
+			self = hb_opt_name(ch, optarg);
 			break;
 		case 'T':
 			if ((e = parse_duration(optarg, &htimeout)) != NULL)

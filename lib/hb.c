@@ -430,6 +430,23 @@ hb_medium_parse(const char *s, int listen, struct hb_medium *m)
 	return NULL;
 }
 
+/*
+ * A medium as an argument: parsed as by hb_medium_parse, and the pipe
+ * medium counted in *npipe, since there is one stdin and one stdout to
+ * carry one stream each.  Returns NULL or a reason.
+ */
+const char *
+hb_medium_arg(const char *s, int listen, struct hb_medium *m, int *npipe)
+{
+	const char	*e;
+
+	if ((e = hb_medium_parse(s, listen, m)) != NULL)
+		return e;
+	if (m->kind == HB_MEDIUM_PIPE && (*npipe)++ > 0)
+		return "given twice";
+	return NULL;
+}
+
 /* The address of sa as "HOST:PORT", IPv6 in brackets, mapped IPv4 plain. */
 const char *
 hb_addr_str(const struct sockaddr *sa, char *buf, size_t len)
@@ -468,6 +485,15 @@ hb_badopt(int ch, const char *arg, const char *why)
 {
 	log_warnx("-%c %s: %s", ch, arg, why);
 	exit(EXIT_USAGE);
+}
+
+/* A cluster or node name as an option argument: arg, or the usage exit. */
+const char *
+hb_opt_name(int ch, const char *arg)
+{
+	if (!hb_valid_name(arg))
+		hb_badopt(ch, arg, "not a valid name");
+	return arg;
 }
 
 /*

@@ -111,6 +111,7 @@ int		 hb_newer(const struct hb_replay *, uint64_t, uint64_t);
 int		 hb_fresh(uint64_t, uint64_t, uint64_t, int64_t *);
 void		 hb_accept(struct hb_replay *, uint64_t, uint64_t);
 const char	*hb_medium_parse(const char *, int, struct hb_medium *);
+const char	*hb_medium_arg(const char *, int, struct hb_medium *, int *);
 const char	*hb_addr_str(const struct sockaddr *, char *, size_t);
 void		 hb_status_clean(char *);
 
@@ -119,6 +120,7 @@ void		 hb_status_clean(char *);
  */
 void		 hb_badopt(int, const char *, const char *)
 		    __attribute__((noreturn));
+const char	*hb_opt_name(int, const char *);
 const char	*hb_key_load(const char *, unsigned char [HB_TAG_LEN]);
 const char	*hb_node_default(char *, size_t);
 struct event_base *hb_base_new(void);

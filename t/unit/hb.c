@@ -21,7 +21,9 @@
 #include "hb.h"
 #include "unit.h"
 
-static int	node_default(const char *, char *, size_t);
+static int	child(void (*)(const char *), const char *, char *, size_t);
+static void	node_default(const char *);
+static void	opt_name(const char *);
 static void	key_tests(void);
 static void	out_tests(void);
 static void	nop_cb(evutil_socket_t, short, void *);
@@ -105,15 +107,13 @@ out_tests(void)
 }
 
 /*
- * hb_node_default in a child with its own host name (a UTS namespace, so
- * the machine's stays as it is).  Returns the child's exit status, or -1
- * when it cannot have its own host name; out gets what the child wrote on
- * stdout and stderr.
+ * Run fn(arg) in a child, which may exit as a bad option or host name
+ * would make the program exit.  Returns the child's exit status (99: its
+ * set-up failed), or -1; out gets what it wrote on stdout and stderr.
  */
 static int
-node_default(const char *hostname, char *out, size_t len)
+child(void (*fn)(const char *), const char *arg, char *out, size_t len)
 {
-	char	buf[256];
 	ssize_t	n;
 	size_t	got = 0;
 	pid_t	pid;
@@ -127,10 +127,7 @@ node_default(const char *hostname, char *out, size_t len)
 		close(fds[0]);
 		dup2(fds[1], STDOUT_FILENO);
 		dup2(fds[1], STDERR_FILENO);
-		if (unshare(CLONE_NEWUTS) == -1 ||
-		    sethostname(hostname, strlen(hostname)) == -1)
-			_exit(99);
-		printf("%s", hb_node_default(buf, sizeof(buf)));
+		fn(arg);
 		fflush(stdout);
 		_exit(0);
 	}
@@ -140,10 +137,30 @@ node_default(const char *hostname, char *out, size_t len)
 		got += n;
 	out[got] = '\0';
 	close(fds[0]);
-	if (waitpid(pid, &st, 0) == -1 || !WIFEXITED(st) ||
-	    WEXITSTATUS(st) == 99)
+	if (waitpid(pid, &st, 0) == -1 || !WIFEXITED(st))
 		return -1;
 	return WEXITSTATUS(st);
+}
+
+/*
+ * hb_node_default with its own host name, in a UTS namespace so that the
+ * machine's stays as it is.
+ */
+static void
+node_default(const char *hostname)
+{
+	char	buf[256];
+
+	if (unshare(CLONE_NEWUTS) == -1 ||
+	    sethostname(hostname, strlen(hostname)) == -1)
+		_exit(99);
+	printf("%s", hb_node_default(buf, sizeof(buf)));
+}
+
+static void
+opt_name(const char *arg)
+{
+	printf("%s", hb_opt_name('C', arg));
 }
 
 static void
@@ -331,19 +348,34 @@ main(void)
 	    "* for listening");
 	is_str(hb_medium_parse("tcp:1.2.3.4:5", 0, &m),
 	    "unknown medium (udp:, mcast:, bcast: or -)", "tcp refused");
+	e = 0;
+	ok(hb_medium_arg("udp:127.0.0.1:694", 0, &m, &e) == NULL && e == 0,
+	    "hb_medium_arg: a udp medium is no pipe");
+	ok(hb_medium_arg("-", 0, &m, &e) == NULL && e == 1 &&
+	    m.kind == HB_MEDIUM_PIPE, "the first pipe medium is counted");
+	is_str(hb_medium_arg("-", 1, &m, &e), "given twice",
+	    "a second pipe medium is refused");
+	is_str(hb_medium_arg("udp:127.0.0.1", 1, &m, &e), "no port",
+	    "hb_medium_parse's reason is passed on");
 
 	key_tests();
 	out_tests();
 
-	e = node_default("node7.example.org", out, sizeof(out));
+	e = child(node_default, "node7.example.org", out, sizeof(out));
 	ok(e == 0, "hb_node_default with a valid host name succeeds");
 	is_str(out, "node7", "the node name is the host name up to its dot");
-	e = node_default("db-2", out, sizeof(out));
+	e = child(node_default, "db-2", out, sizeof(out));
 	ok(e == 0, "a host name without a dot succeeds");
 	is_str(out, "db-2", "and is the node name whole");
-	e = node_default("bad!host.example.org", out, sizeof(out));
+	e = child(node_default, "bad!host.example.org", out, sizeof(out));
 	ok(e == EXIT_USAGE, "a host name that is no node name exits 100");
 	is_str(out, "hatrio: host name bad!host is not a valid node name; "
 	    "use -n\n", "and says so");
+	e = child(opt_name, "db_1.x", out, sizeof(out));
+	ok(e == 0, "hb_opt_name takes a valid name");
+	is_str(out, "db_1.x", "and gives it back");
+	e = child(opt_name, "a b", out, sizeof(out));
+	ok(e == EXIT_USAGE, "hb_opt_name refuses a space with exit 100");
+	is_str(out, "hatrio: -C a b: not a valid name\n", "and says why");
 	return done_testing();
 }
