@@ -216,12 +216,9 @@ status_cb(evutil_socket_t fd, short what, void *arg)
 
 	(void)what;
 	(void)arg;
-	n = evbuffer_read(statusbuf, fd, 4096);
-	if (n == -1 && (errno == EAGAIN || errno == EINTR))
+	if ((n = hb_stdin_read(statusbuf, fd)) == 0)
 		return;
-	if (n <= 0) {
-		if (n == -1)
-			log_warn("stdin");
+	if (n == -1) {
 		log_debug("stdin closed, the status stays");
 		event_del(status_ev);
 		/* a last line without its newline still counts */

@@ -953,12 +953,9 @@ stdin_cb(evutil_socket_t fd, short what, void *arg)
 	int		 n, e;
 
 	(void)what;
-	n = evbuffer_read(l->in, fd, 4096);
-	if (n == -1 && (errno == EAGAIN || errno == EINTR))
+	if ((n = hb_stdin_read(l->in, fd)) == 0)
 		return;
-	if (n <= 0) {
-		if (n == -1)
-			log_warn("stdin");
+	if (n == -1) {
 		log_warnx("stdin closed, no more heartbeats from the pipe");
 		if (l->ev != NULL)
 			event_del(l->ev);

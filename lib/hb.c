@@ -622,3 +622,24 @@ hb_out_block(int fd)
 	if ((flags = fcntl(fd, F_GETFL)) != -1)
 		fcntl(fd, F_SETFL, flags & ~O_NONBLOCK);
 }
+
+/*
+ * Read what fd, standard input, has for us into buf.  Returns 1 when
+ * something was read, 0 when there is nothing yet, and -1 at the end of
+ * the input; a read error is logged, then taken as the end, since stdin
+ * cannot be opened again.
+ */
+int
+hb_stdin_read(struct evbuffer *buf, int fd)
+{
+	int	n;
+
+	n = evbuffer_read(buf, fd, 4096);
+	if (n > 0)
+		return 1;
+	if (n == -1 && (errno == EAGAIN || errno == EINTR))
+		return 0;
+	if (n == -1)
+		log_warn("stdin");
+	return -1;
+}

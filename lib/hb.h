@@ -127,5 +127,6 @@ struct event_base *hb_base_new(void);
 int		 hb_out_nonblock(int);
 int		 hb_out_flush(struct evbuffer *, int, struct event *);
 void		 hb_out_block(int);
+int		 hb_stdin_read(struct evbuffer *, int);
 
 #endif /* HB_H */

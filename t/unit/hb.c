@@ -24,6 +24,8 @@
 static int	child(void (*)(const char *), const char *, char *, size_t);
 static void	node_default(const char *);
 static void	opt_name(const char *);
+static void	stdin_badfd(const char *);
+static void	stdin_tests(void);
 static void	key_tests(void);
 static void	out_tests(void);
 static void	nop_cb(evutil_socket_t, short, void *);
@@ -155,6 +157,48 @@ node_default(const char *hostname)
 	    sethostname(hostname, strlen(hostname)) == -1)
 		_exit(99);
 	printf("%s", hb_node_default(buf, sizeof(buf)));
+}
+
+/* A read error on stdin: logged, and the end of the input. */
+static void
+stdin_badfd(const char *arg)
+{
+	struct evbuffer	*b;
+
+	(void)arg;
+	if ((b = evbuffer_new()) == NULL)
+		_exit(99);
+	close(STDIN_FILENO);
+	printf("%d\n", hb_stdin_read(b, STDIN_FILENO));
+}
+
+static void
+stdin_tests(void)
+{
+	struct evbuffer	*b;
+	char		 out[256];
+	int		 p[2], e;
+
+	if (pipe(p) == -1 || (b = evbuffer_new()) == NULL) {
+		ok(0, "set up the stdin tests");
+		return;
+	}
+	fcntl(p[0], F_SETFL, O_NONBLOCK);
+	ok(hb_stdin_read(b, p[0]) == 0 && evbuffer_get_length(b) == 0,
+	    "hb_stdin_read: nothing yet is 0");
+	ok(write(p[1], "abc", 3) == 3 && hb_stdin_read(b, p[0]) == 1 &&
+	    evbuffer_get_length(b) == 3 &&
+	    memcmp(evbuffer_pullup(b, -1), "abc", 3) == 0,
+	    "what was written is read, and 1");
+	close(p[1]);
+	ok(hb_stdin_read(b, p[0]) == -1 && evbuffer_get_length(b) == 3,
+	    "the end of the input is -1, and what was read stays");
+	close(p[0]);
+	evbuffer_free(b);
+	e = child(stdin_badfd, NULL, out, sizeof(out));
+	ok(e == 0, "a read error is no exit");
+	is_str(out, "hatrio: stdin: Bad file descriptor\n-1\n",
+	    "it is logged, then the end of the input");
 }
 
 static void
@@ -360,6 +404,7 @@ main(void)
 
 	key_tests();
 	out_tests();
+	stdin_tests();
 
 	e = child(node_default, "node7.example.org", out, sizeof(out));
 	ok(e == 0, "hb_node_default with a valid host name succeeds");
