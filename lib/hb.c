@@ -3,7 +3,10 @@
  * hb.c: heartbeat packets (see hb.h for the layout): key derivation,
  * encoding, checking cheapest first and authenticating before the body is
  * even looked at, the replay rule, and the media addresses both programs
- * take on their command lines.
+ * take on their command lines.  Then what else hbsend and hbwatch do
+ * alike, kept here so that they cannot drift apart: option errors, the
+ * key and node name they start with, the event base, stdout written
+ * without blocking on a slow reader, and stdin read as a stream.
  */
 #include <sys/socket.h>
 #include <sys/types.h>

@@ -116,7 +116,8 @@ const char	*hb_addr_str(const struct sockaddr *, char *, size_t);
 void		 hb_status_clean(char *);
 
 /*
- * What hbsend and hbwatch both do around the packets.
+ * What hbsend and hbwatch both do around the packets: option errors, the
+ * heartbeat key, the node name, the event base, stdout and stdin.
  */
 void		 hb_badopt(int, const char *, const char *)
 		    __attribute__((noreturn));
