@@ -45,16 +45,18 @@ static struct event_base	*base;
 static struct outq		 outs = TAILQ_HEAD_INITIALIZER(outs);
 static struct hb_packet		 pkt;
 static unsigned char		 hkey[HB_TAG_LEN];
-static struct evbuffer		*pipebuf, *statusbuf;
-static struct event		*pipe_ev, *status_ev;
-static int			 pipe_blocking;
+/*
+ * The medium "-", stdout.  A reader that went away ends hbsend with 111,
+ * so that the pipeline around it is restarted.
+ */
+static struct hb_out		 pipeout;
+static struct evbuffer		*statusbuf;
+static struct event		*status_ev;
 static unsigned long		 pipe_dropped;
 
 static void	 usage(void) __attribute__((noreturn));
 static void	 out_open(struct out *);
 static void	 send_all(uint8_t);
-static void	 pipe_flush(void);
-static void	 pipe_cb(evutil_socket_t, short, void *);
 static void	 tick_cb(evutil_socket_t, short, void *);
 static void	 status_cb(evutil_socket_t, short, void *);
 static void	 status_lines(void);
@@ -132,14 +134,15 @@ send_all(uint8_t type)
 	TAILQ_FOREACH(o, &outs, entry) {
 		if (o->m.kind == HB_MEDIUM_PIPE) {
 			/* a packet goes whole into the stream, or not at all */
-			if (evbuffer_get_length(pipebuf) + n > OUT_PIPE_MAX) {
+			if (evbuffer_get_length(pipeout.buf) + n >
+			    OUT_PIPE_MAX) {
 				if (pipe_dropped++ == 0)
 					log_warnx("-: reader is slow, "
 					    "dropping heartbeats");
 				continue;
 			}
-			evbuffer_add(pipebuf, buf, n);
-			pipe_flush();
+			evbuffer_add(pipeout.buf, buf, n);
+			hb_out_write(&pipeout);
 			continue;
 		}
 		if (sendto(o->fd, buf, n, 0, (struct sockaddr *)&o->m.ss,
@@ -152,26 +155,6 @@ send_all(uint8_t type)
 			o->errors = 0;
 		}
 	}
-}
-
-/*
- * Write what the stdout medium has queued.  A reader that went away ends
- * hbsend with 111, so that the pipeline around it is restarted.
- */
-static void
-pipe_flush(void)
-{
-	if (hb_out_flush(pipebuf, STDOUT_FILENO, pipe_ev) == -1)
-		fatal("-: write");
-}
-
-static void
-pipe_cb(evutil_socket_t fd, short what, void *arg)
-{
-	(void)fd;
-	(void)what;
-	(void)arg;
-	pipe_flush();
 }
 
 static void
@@ -299,7 +282,7 @@ main(int argc, char *argv[])
 	const char	*statefile = NULL;
 	char		 host[256];
 	uint64_t	 interval = 200000;
-	int		 ch, readyfd = -1, verbose = 0, nb, i, npipe = 0;
+	int		 ch, readyfd = -1, verbose = 0, i, npipe = 0;
 
 	log_init(argv[0], 0);
 	while ((ch = getopt(argc, argv, "C:d:i:k:n:S:s:v")) != -1) {
@@ -373,21 +356,12 @@ main(int argc, char *argv[])
 
 	if ((base = hb_base_new()) == NULL)
 		fatalx("event_base_new");
-	if ((pipebuf = evbuffer_new()) == NULL ||
-	    (statusbuf = evbuffer_new()) == NULL)
+	if ((statusbuf = evbuffer_new()) == NULL)
 		fatal("evbuffer_new");
 	TAILQ_FOREACH(o, &outs, entry) {
 		out_open(o);
-		if (o->m.kind != HB_MEDIUM_PIPE)
-			continue;
-		/* a pipe or socket never blocks us; a file or tty may */
-		if ((nb = hb_out_nonblock(STDOUT_FILENO)) == -1)
-			fatal("stdout");
-		if (nb == 1)
-			pipe_ev = event_new(base, STDOUT_FILENO, EV_WRITE,
-			    pipe_cb, NULL);
-		else
-			pipe_blocking = 1;
+		if (o->m.kind == HB_MEDIUM_PIPE)
+			hb_out_open(&pipeout, base, "-: write");
 	}
 	if (strcmp(status, "-") == 0) {
 		if (fstat(STDIN_FILENO, &st) == -1)
@@ -432,19 +406,14 @@ main(int argc, char *argv[])
 	event_base_dispatch(base);
 
 	/* the leaving packet must reach a pipe reader before we go */
-	if (evbuffer_get_length(pipebuf) > 0 && !pipe_blocking) {
-		hb_out_block(STDOUT_FILENO);
-		pipe_flush();
-	}
+	if (pipeout.buf != NULL)
+		hb_out_close(&pipeout);
 	if (status_ev != NULL)
 		event_free(status_ev);
-	if (pipe_ev != NULL)
-		event_free(pipe_ev);
 	event_free(tick);
 	event_free(sigterm);
 	event_free(sigint);
 	event_base_free(base);
-	evbuffer_free(pipebuf);
 	evbuffer_free(statusbuf);
 	while ((o = TAILQ_FIRST(&outs)) != NULL) {
 		TAILQ_REMOVE(&outs, o, entry);

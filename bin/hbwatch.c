@@ -110,9 +110,13 @@ static uint64_t			 freshness = 5000000;
 static uint64_t			 start, tick_due, hold_until;
 static uint64_t			 lineseq;
 static int			 npeers, quorum, onceflag, quiet;
-static struct event		*tick_ev, *out_ev, *job_timer, *once_ev;
-static struct evbuffer		*outbuf;
-static int			 out_blocking;
+static struct event		*tick_ev, *job_timer, *once_ev;
+/*
+ * The event lines.  stdout is written without blocking when it is a pipe:
+ * a slow reader gets OUT_MAX bytes of slack, then loses lines (see emit);
+ * a reader that went away ends hbwatch.
+ */
+static struct hb_out		 out;
 static pid_t			 job_pid = -1;
 static unsigned long		 njobs, jobs_dropped, out_dropped;
 static unsigned long		 jobs_since, out_since;
@@ -125,8 +129,6 @@ static void	 tv_set(struct timeval *, uint64_t);
 static uint64_t	 ms(uint64_t);
 static void	 emit(const char *, const char *, const char *, ...)
 		    __attribute__((format(printf, 3, 4)));
-static void	 out_flush(void);
-static void	 out_cb(evutil_socket_t, short, void *);
 static void	 job_queue(const char *, int);
 static void	 job_next(void);
 static void	 job_timeout_cb(evutil_socket_t, short, void *);
@@ -236,7 +238,7 @@ emit(const char *node, const char *event, const char *fmt, ...)
 	    (unsigned long long)(w % 1000000), node, event,
 	    extra[0] != '\0' ? " " : "", extra,
 	    (unsigned long long)++lineseq);
-	unread = evbuffer_get_length(outbuf);
+	unread = evbuffer_get_length(out.buf);
 	if (unread > OUT_MAX || (link && unread > OUT_MAX / 2)) {
 		out_dropped++;
 		out_since++;
@@ -247,32 +249,11 @@ emit(const char *node, const char *event, const char *fmt, ...)
 			out_since = 0;
 		}
 	} else {
-		evbuffer_add_printf(outbuf, "%s\n", line);
-		out_flush();
+		evbuffer_add_printf(out.buf, "%s\n", line);
+		hb_out_write(&out);
 	}
 	if (handler != NULL)
 		job_queue(line, link);
-}
-
-/*
- * stdout is written without blocking when it is a pipe: a slow reader
- * gets OUT_MAX bytes of slack, then loses lines (see emit); a reader that
- * went away ends hbwatch.
- */
-static void
-out_flush(void)
-{
-	if (hb_out_flush(outbuf, STDOUT_FILENO, out_ev) == -1)
-		fatal("stdout");
-}
-
-static void
-out_cb(evutil_socket_t fd, short what, void *arg)
-{
-	(void)fd;
-	(void)what;
-	(void)arg;
-	out_flush();
 }
 
 /*
@@ -1070,7 +1051,7 @@ main(int argc, char *argv[])
 	struct stat		 st;
 	const char		*keyfile = "/etc/hatrio/cluster.key", *e;
 	char			 host[256];
-	int			 ch, readyfd = -1, verbose = 0, i, nb;
+	int			 ch, readyfd = -1, verbose = 0, i;
 	int			 nstdin = 0, initset = 0, warnset = 0;
 	static const int	 signos[3] = { SIGTERM, SIGINT, SIGUSR1 };
 
@@ -1204,16 +1185,7 @@ main(int argc, char *argv[])
 
 	if ((base = hb_base_new()) == NULL)
 		fatalx("event_base_new");
-	if ((outbuf = evbuffer_new()) == NULL)
-		fatal("evbuffer_new");
-	if ((nb = hb_out_nonblock(STDOUT_FILENO)) == -1)
-		fatal("stdout");
-	if (nb == 1) {
-		if ((out_ev = event_new(base, STDOUT_FILENO, EV_WRITE, out_cb,
-		    NULL)) == NULL)
-			fatalx("event_new");
-	} else
-		out_blocking = 1;
+	hb_out_open(&out, base, "stdout");
 	TAILQ_FOREACH(l, &listeners, entry) {
 		if (l->m.kind == HB_MEDIUM_PIPE) {
 			if ((l->in = evbuffer_new()) == NULL)
@@ -1282,9 +1254,7 @@ main(int argc, char *argv[])
 
 	event_base_dispatch(base);
 
-	if (out_blocking == 0 && evbuffer_get_length(outbuf) > 0)
-		hb_out_block(STDOUT_FILENO);
-	out_flush();
+	hb_out_close(&out);
 	if (job_pid != -1) {
 		kill(-job_pid, SIGKILL);
 		waitpid(job_pid, NULL, 0);
@@ -1319,10 +1289,7 @@ main(int argc, char *argv[])
 	event_free(job_timer);
 	if (once_ev != NULL)
 		event_free(once_ev);
-	if (out_ev != NULL)
-		event_free(out_ev);
 	event_base_free(base);
-	evbuffer_free(outbuf);
 	sodium_memzero(hkey, sizeof(hkey));
 	if (onceflag)
 		return quorum ? EXIT_OK : EXIT_NO;

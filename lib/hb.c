@@ -35,6 +35,7 @@
 
 static int	parse_port(const char *, int, uint16_t *);
 static void	evlog(int, const char *);
+static void	out_cb(evutil_socket_t, short, void *);
 
 static const char *hb_errstr[HB_NERR] = {
 	"ok",
@@ -624,6 +625,63 @@ hb_out_block(int fd)
 
 	if ((flags = fcntl(fd, F_GETFL)) != -1)
 		fcntl(fd, F_SETFL, flags & ~O_NONBLOCK);
+}
+
+/*
+ * Set up the stream o on stdout, with the event base for its write event.
+ * what names stdout in the message when a write fails (hbsend: "-: write",
+ * the medium).  Any failure here ends the program.
+ */
+void
+hb_out_open(struct hb_out *o, struct event_base *base, const char *what)
+{
+	int	nb;
+
+	o->what = what;
+	o->ev = NULL;
+	if ((o->buf = evbuffer_new()) == NULL)
+		fatal("evbuffer_new");
+	if ((nb = hb_out_nonblock(STDOUT_FILENO)) == -1)
+		fatal("stdout");
+	if (nb == 1 && (o->ev = event_new(base, STDOUT_FILENO, EV_WRITE,
+	    out_cb, o)) == NULL)
+		fatalx("event_new");
+}
+
+/*
+ * Write what o has queued.  A reader that went away ends the program with
+ * EXIT_SYS: the pipeline around it is to be restarted.
+ */
+void
+hb_out_write(struct hb_out *o)
+{
+	if (hb_out_flush(o->buf, STDOUT_FILENO, o->ev) == -1)
+		fatal("%s", o->what);
+}
+
+static void
+out_cb(evutil_socket_t fd, short what, void *arg)
+{
+	(void)fd;
+	(void)what;
+	hb_out_write(arg);
+}
+
+/*
+ * At exit: what is still queued (the leaving packet, the last event lines)
+ * is written, blocking if need be, before the stream goes.
+ */
+void
+hb_out_close(struct hb_out *o)
+{
+	if (o->ev != NULL && evbuffer_get_length(o->buf) > 0)
+		hb_out_block(STDOUT_FILENO);
+	hb_out_write(o);
+	if (o->ev != NULL)
+		event_free(o->ev);
+	evbuffer_free(o->buf);
+	o->ev = NULL;
+	o->buf = NULL;
 }
 
 /*

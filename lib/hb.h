@@ -80,6 +80,17 @@ struct hb_replay {
 	uint64_t	 seq;
 };
 
+/*
+ * stdout as a stream (hbsend's pipe medium, hbwatch's event lines): what
+ * is queued in buf is written without blocking when stdout is a pipe or
+ * a socket, so that a slow reader never stops the event loop.
+ */
+struct hb_out {
+	struct evbuffer	*buf;
+	struct event	*ev;	/* write interest; NULL: stdout blocks */
+	const char	*what;	/* names stdout when a write fails */
+};
+
 /* A medium as given on the command line. */
 #define HB_MEDIUM_UDP	1
 #define HB_MEDIUM_MCAST	2
@@ -128,6 +139,10 @@ struct event_base *hb_base_new(void);
 int		 hb_out_nonblock(int);
 int		 hb_out_flush(struct evbuffer *, int, struct event *);
 void		 hb_out_block(int);
+void		 hb_out_open(struct hb_out *, struct event_base *,
+		    const char *);
+void		 hb_out_write(struct hb_out *);
+void		 hb_out_close(struct hb_out *);
 int		 hb_stdin_read(struct evbuffer *, int);
 
 #endif /* HB_H */

@@ -25,6 +25,8 @@ static int	child(void (*)(const char *), const char *, char *, size_t);
 static void	node_default(const char *);
 static void	opt_name(const char *);
 static void	stdin_badfd(const char *);
+static void	out_gone(const char *);
+static void	out_close_all(const char *);
 static void	stdin_tests(void);
 static void	key_tests(void);
 static void	out_tests(void);
@@ -47,10 +49,10 @@ out_tests(void)
 	struct evbuffer		*b;
 	struct event		*ev;
 	struct sigaction	 sa;
-	char			 path[] = "/tmp/hbunitoutXXXXXX";
+	char			 path[] = "/tmp/hbunitoutXXXXXX", msg[256];
 	size_t			 total = 0;
 	ssize_t			 n;
-	int			 p[2], fd, i, r, left;
+	int			 p[2], fd, i, r, left, e;
 
 	if ((base = hb_base_new()) == NULL || pipe(p) == -1 ||
 	    (fd = mkstemp(path)) == -1 || (b = evbuffer_new()) == NULL) {
@@ -106,6 +108,14 @@ out_tests(void)
 	event_free(ev);
 	evbuffer_free(b);
 	event_base_free(base);
+
+	e = child(out_gone, "-: write", msg, sizeof(msg));
+	ok(e == EXIT_SYS, "hb_out_write: a reader that went away is exit 111");
+	is_str(msg, "hatrio: -: write: Broken pipe\n", "named as given");
+	e = child(out_close_all, NULL, msg, sizeof(msg));
+	ok(e == 0, "hb_out_close in a child");
+	is_str(msg, "queued\nclosed 1\nread 1048576\n",
+	    "hb_out_close writes all that was queued, then frees the stream");
 }
 
 /*
@@ -157,6 +167,78 @@ node_default(const char *hostname)
 	    sethostname(hostname, strlen(hostname)) == -1)
 		_exit(99);
 	printf("%s", hb_node_default(buf, sizeof(buf)));
+}
+
+/* hb_out_write on a stdout whose reader went away. */
+static void
+out_gone(const char *what)
+{
+	struct event_base	*base;
+	struct hb_out		 o;
+	int			 q[2];
+
+	if (pipe(q) == -1 || (base = hb_base_new()) == NULL)
+		_exit(99);
+	close(q[0]);
+	dup2(q[1], STDOUT_FILENO);
+	close(q[1]);
+	hb_out_open(&o, base, what);
+	if (o.ev == NULL)
+		_exit(98);
+	evbuffer_add(o.buf, "x", 1);
+	hb_out_write(&o);
+	_exit(0);
+}
+
+/*
+ * More than a pipe holds, to a reader that starts only once hb_out_write
+ * has left the rest queued: hb_out_close must still write it all.  The
+ * child says what it saw on stderr, the reader how much it got.
+ */
+static void
+out_close_all(const char *arg)
+{
+	static char		 buf[65536];
+	struct event_base	*base;
+	struct hb_out		 o;
+	size_t			 total = 0;
+	ssize_t			 n;
+	pid_t			 pid;
+	int			 q[2], go[2], i;
+
+	(void)arg;
+	if (pipe(q) == -1 || pipe(go) == -1 || (base = hb_base_new()) == NULL)
+		_exit(99);
+	if ((pid = fork()) == -1)
+		_exit(99);
+	if (pid == 0) {
+		close(q[1]);
+		close(go[1]);
+		if (read(go[0], buf, 1) != 1)
+			_exit(99);
+		while ((n = read(q[0], buf, sizeof(buf))) > 0)
+			total += n;
+		fprintf(stderr, "read %zu\n", total);
+		_exit(0);
+	}
+	close(q[0]);
+	close(go[0]);
+	dup2(q[1], STDOUT_FILENO);
+	close(q[1]);
+	hb_out_open(&o, base, "stdout");
+	memset(buf, 'x', sizeof(buf));
+	for (i = 0; i < 16; i++)
+		evbuffer_add(o.buf, buf, sizeof(buf));
+	hb_out_write(&o);
+	fprintf(stderr, "%s\n", o.ev != NULL && evbuffer_get_length(o.buf) >
+	    0 && event_pending(o.ev, EV_WRITE, NULL) ? "queued" : "written");
+	if (write(go[1], "g", 1) != 1)
+		_exit(99);
+	hb_out_close(&o);
+	fprintf(stderr, "closed %d\n", o.buf == NULL && o.ev == NULL);
+	close(STDOUT_FILENO);
+	waitpid(pid, NULL, 0);
+	event_base_free(base);
 }
 
 /* A read error on stdin: logged, and the end of the input. */
