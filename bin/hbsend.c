@@ -291,12 +291,10 @@ main(int argc, char *argv[])
 			cluster = hb_opt_name(ch, optarg);
 			break;
 		case 'd':
-			if ((e = parse_fd(optarg, &readyfd)) != NULL)
-				hb_badopt(ch, optarg, e);
+			hb_opt_fd(ch, optarg, &readyfd);
 			break;
 		case 'i':
-			if ((e = parse_duration(optarg, &interval)) != NULL)
-				hb_badopt(ch, optarg, e);
+			hb_opt_duration(ch, optarg, &interval);
 			if (interval < 1000 || interval > 3600000000ULL)
 				hb_badopt(ch, optarg, "must be 1ms to 1h");
 			break;

@@ -1065,28 +1065,23 @@ main(int argc, char *argv[])
 			cluster = hb_opt_name(ch, optarg);
 			break;
 		case 'D':
-			if ((e = parse_duration(optarg, &deadtime)) != NULL)
-				hb_badopt(ch, optarg, e);
+			hb_opt_duration(ch, optarg, &deadtime);
 			break;
 		case 'd':
-			if ((e = parse_fd(optarg, &readyfd)) != NULL)
-				hb_badopt(ch, optarg, e);
+			hb_opt_fd(ch, optarg, &readyfd);
 			break;
 		case 'e':
 			handler = optarg;
 			break;
 		case 'F':
-			if ((e = parse_duration(optarg, &freshness)) != NULL)
-				hb_badopt(ch, optarg, e);
+			hb_opt_duration(ch, optarg, &freshness);
 			break;
 		case 'I':
-			if ((e = parse_duration(optarg, &initdead)) != NULL)
-				hb_badopt(ch, optarg, e);
+			hb_opt_duration(ch, optarg, &initdead);
 			initset = 1;
 			break;
 		case 'i':
-			if ((e = parse_duration(optarg, &interval)) != NULL)
-				hb_badopt(ch, optarg, e);
+			hb_opt_duration(ch, optarg, &interval);
 			break;
 		case 'k':
 			keyfile = optarg;
@@ -1104,8 +1099,7 @@ main(int argc, char *argv[])
 			self = hb_opt_name(ch, optarg);
 			break;
 		case 'T':
-			if ((e = parse_duration(optarg, &htimeout)) != NULL)
-				hb_badopt(ch, optarg, e);
+			hb_opt_duration(ch, optarg, &htimeout);
 			if (htimeout == 0)
 				hb_badopt(ch, optarg, "must not be 0");
 			break;
@@ -1113,8 +1107,7 @@ main(int argc, char *argv[])
 			verbose++;
 			break;
 		case 'w':
-			if ((e = parse_duration(optarg, &warntime)) != NULL)
-				hb_badopt(ch, optarg, e);
+			hb_opt_duration(ch, optarg, &warntime);
 			warnset = 1;
 			break;
 		default:

@@ -500,6 +500,26 @@ hb_opt_name(int ch, const char *arg)
 	return arg;
 }
 
+/* A duration as an option argument, into *us, or the usage exit. */
+void
+hb_opt_duration(int ch, const char *arg, uint64_t *us)
+{
+	const char	*e;
+
+	if ((e = parse_duration(arg, us)) != NULL)
+		hb_badopt(ch, arg, e);
+}
+
+/* A file descriptor (-d, readiness) as an option argument, or the exit. */
+void
+hb_opt_fd(int ch, const char *arg, int *fd)
+{
+	const char	*e;
+
+	if ((e = parse_fd(arg, fd)) != NULL)
+		hb_badopt(ch, arg, e);
+}
+
 /*
  * Load the cluster key from path and derive the heartbeat key from it into
  * hk.  The cluster key is wiped at once: the heartbeat key is all either

@@ -133,6 +133,8 @@ void		 hb_status_clean(char *);
 void		 hb_badopt(int, const char *, const char *)
 		    __attribute__((noreturn));
 const char	*hb_opt_name(int, const char *);
+void		 hb_opt_duration(int, const char *, uint64_t *);
+void		 hb_opt_fd(int, const char *, int *);
 const char	*hb_key_load(const char *, unsigned char [HB_TAG_LEN]);
 const char	*hb_node_default(char *, size_t);
 struct event_base *hb_base_new(void);

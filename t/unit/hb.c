@@ -24,6 +24,8 @@
 static int	child(void (*)(const char *), const char *, char *, size_t);
 static void	node_default(const char *);
 static void	opt_name(const char *);
+static void	opt_duration(const char *);
+static void	opt_fd(const char *);
 static void	stdin_badfd(const char *);
 static void	out_gone(const char *);
 static void	out_close_all(const char *);
@@ -290,6 +292,24 @@ opt_name(const char *arg)
 }
 
 static void
+opt_duration(const char *arg)
+{
+	uint64_t	us = 0;
+
+	hb_opt_duration('i', arg, &us);
+	printf("%llu", (unsigned long long)us);
+}
+
+static void
+opt_fd(const char *arg)
+{
+	int	fd = -1;
+
+	hb_opt_fd('d', arg, &fd);
+	printf("%d", fd);
+}
+
+static void
 key_tests(void)
 {
 	unsigned char	 ck[HATRIO_KEY_BYTES], want[HB_TAG_LEN];
@@ -331,7 +351,8 @@ main(void)
 	unsigned char		 ck[HATRIO_KEY_BYTES], key[HB_TAG_LEN];
 	unsigned char		 key2[HB_TAG_LEN], buf[HB_PKT_MAX];
 	unsigned char		 b2[HB_PKT_MAX];
-	char			 out[512];
+	char			 out[512], want[512];
+	uint64_t		 us;
 	size_t			 n, i;
 	int64_t			 age;
 	int			 e;
@@ -504,5 +525,21 @@ main(void)
 	e = child(opt_name, "a b", out, sizeof(out));
 	ok(e == EXIT_USAGE, "hb_opt_name refuses a space with exit 100");
 	is_str(out, "hatrio: -C a b: not a valid name\n", "and says why");
+	e = child(opt_duration, "1.5s", out, sizeof(out));
+	ok(e == 0, "hb_opt_duration takes 1.5s");
+	is_str(out, "1500000", "as microseconds");
+	us = 0;
+	snprintf(want, sizeof(want), "hatrio: -i 5 parsecs: %s\n",
+	    parse_duration("5 parsecs", &us));
+	e = child(opt_duration, "5 parsecs", out, sizeof(out));
+	ok(e == EXIT_USAGE, "hb_opt_duration refuses 5 parsecs with exit 100");
+	is_str(out, want, "with parse_duration's reason");
+	e = child(opt_fd, "2", out, sizeof(out));
+	ok(e == 0, "hb_opt_fd takes an open descriptor");
+	is_str(out, "2", "and gives it");
+	e = child(opt_fd, "987", out, sizeof(out));
+	ok(e == EXIT_USAGE, "hb_opt_fd refuses a closed one with exit 100");
+	is_str(out, "hatrio: -d 987: not an open file descriptor\n",
+	    "and says why");
 	return done_testing();
 }
