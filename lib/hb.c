@@ -524,7 +524,7 @@ hb_opt_fd(int ch, const char *arg, int *fd)
  * Load the cluster key from path and derive the heartbeat key from it into
  * hk.  The cluster key is wiped at once: the heartbeat key is all either
  * program keeps.  Returns NULL, or key_load's message (hk is then left
- * as it was).
+ * as it was).  libsodium is set up here, as this is its first use.
  */
 const char *
 hb_key_load(const char *path, unsigned char hk[HB_TAG_LEN])
