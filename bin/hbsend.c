@@ -45,22 +45,22 @@ static struct event_base	*base;
 static struct outq		 outs = TAILQ_HEAD_INITIALIZER(outs);
 static struct hb_packet		 pkt;
 static unsigned char		 hkey[HB_TAG_LEN];
-static struct evbuffer		*pipebuf, *statusbuf;
-static struct event		*pipe_ev, *status_ev;
-static int			 pipe_blocking;
+/*
+ * The medium "-", stdout.  A reader that went away ends hbsend with 111,
+ * so that the pipeline around it is restarted.
+ */
+static struct hb_out		 pipeout;
+static struct evbuffer		*statusbuf;
+static struct event		*status_ev;
 static unsigned long		 pipe_dropped;
 
 static void	 usage(void) __attribute__((noreturn));
-static void	 badopt(int, const char *, const char *);
 static void	 out_open(struct out *);
 static void	 send_all(uint8_t);
-static void	 pipe_flush(void);
-static void	 pipe_cb(evutil_socket_t, short, void *);
 static void	 tick_cb(evutil_socket_t, short, void *);
 static void	 status_cb(evutil_socket_t, short, void *);
 static void	 status_lines(void);
 static void	 signal_cb(evutil_socket_t, short, void *);
-static void	 evlog(int, const char *);
 static uint64_t	 incarnation(const char *);
 
 static void
@@ -69,13 +69,6 @@ usage(void)
 	fprintf(stderr, "usage: hbsend [-v] [-C cluster] [-d fd] "
 	    "[-i interval] [-k keyfile] [-n node] [-S statefile] [-s status] "
 	    "medium ...\n");
-	exit(EXIT_USAGE);
-}
-
-static void
-badopt(int ch, const char *arg, const char *e)
-{
-	log_warnx("-%c %s: %s", ch, arg, e);
 	exit(EXIT_USAGE);
 }
 
@@ -141,14 +134,15 @@ send_all(uint8_t type)
 	TAILQ_FOREACH(o, &outs, entry) {
 		if (o->m.kind == HB_MEDIUM_PIPE) {
 			/* a packet goes whole into the stream, or not at all */
-			if (evbuffer_get_length(pipebuf) + n > OUT_PIPE_MAX) {
+			if (evbuffer_get_length(pipeout.buf) + n >
+			    OUT_PIPE_MAX) {
 				if (pipe_dropped++ == 0)
 					log_warnx("-: reader is slow, "
 					    "dropping heartbeats");
 				continue;
 			}
-			evbuffer_add(pipebuf, buf, n);
-			pipe_flush();
+			evbuffer_add(pipeout.buf, buf, n);
+			hb_out_write(&pipeout);
 			continue;
 		}
 		if (sendto(o->fd, buf, n, 0, (struct sockaddr *)&o->m.ss,
@@ -161,39 +155,6 @@ send_all(uint8_t type)
 			o->errors = 0;
 		}
 	}
-}
-
-/*
- * Write what the stdout medium has queued.  A reader that went away ends
- * hbsend with 111, so that the pipeline around it is restarted.
- */
-static void
-pipe_flush(void)
-{
-	int	n;
-
-	while (evbuffer_get_length(pipebuf) > 0) {
-		n = evbuffer_write(pipebuf, STDOUT_FILENO);
-		if (n > 0)
-			continue;
-		if (n == -1 && (errno == EAGAIN || errno == EINTR)) {
-			if (pipe_ev != NULL)
-				event_add(pipe_ev, NULL);
-			return;
-		}
-		fatal("-: write");
-	}
-	if (pipe_ev != NULL)
-		event_del(pipe_ev);
-}
-
-static void
-pipe_cb(evutil_socket_t fd, short what, void *arg)
-{
-	(void)fd;
-	(void)what;
-	(void)arg;
-	pipe_flush();
 }
 
 static void
@@ -238,12 +199,9 @@ status_cb(evutil_socket_t fd, short what, void *arg)
 
 	(void)what;
 	(void)arg;
-	n = evbuffer_read(statusbuf, fd, 4096);
-	if (n == -1 && (errno == EAGAIN || errno == EINTR))
+	if ((n = hb_stdin_read(statusbuf, fd)) == 0)
 		return;
-	if (n <= 0) {
-		if (n == -1)
-			log_warn("stdin");
+	if (n == -1) {
 		log_debug("stdin closed, the status stays");
 		event_del(status_ev);
 		/* a last line without its newline still counts */
@@ -261,14 +219,6 @@ signal_cb(evutil_socket_t sig, short what, void *arg)
 	log_debug("signal %d, leaving", (int)sig);
 	send_all(HB_TYPE_LEAVING);
 	event_base_loopexit(base, NULL);
-}
-
-/* libevent's own messages: the failures it reports are handled here. */
-static void
-evlog(int severity, const char *msg)
-{
-	(void)severity;
-	log_debug("libevent: %s", msg);
 }
 
 /*
@@ -327,39 +277,32 @@ main(int argc, char *argv[])
 	struct timeval	 tv;
 	struct out	*o;
 	struct stat	 st;
-	unsigned char	 ck[HATRIO_KEY_BYTES];
 	const char	*keyfile = "/etc/hatrio/cluster.key", *e;
 	const char	*cluster = "hatrio", *node = NULL, *status = "";
 	const char	*statefile = NULL;
-	char		 host[256], *p;
+	char		 host[256];
 	uint64_t	 interval = 200000;
-	int		 ch, readyfd = -1, verbose = 0, flags, i, npipe = 0;
+	int		 ch, readyfd = -1, verbose = 0, i, npipe = 0;
 
 	log_init(argv[0], 0);
 	while ((ch = getopt(argc, argv, "C:d:i:k:n:S:s:v")) != -1) {
 		switch (ch) {
 		case 'C':
-			if (!hb_valid_name(optarg))
-				badopt(ch, optarg, "not a valid name");
-			cluster = optarg;
+			cluster = hb_opt_name(ch, optarg);
 			break;
 		case 'd':
-			if ((e = parse_fd(optarg, &readyfd)) != NULL)
-				badopt(ch, optarg, e);
+			hb_opt_fd(ch, optarg, &readyfd);
 			break;
 		case 'i':
-			if ((e = parse_duration(optarg, &interval)) != NULL)
-				badopt(ch, optarg, e);
+			hb_opt_duration(ch, optarg, &interval);
 			if (interval < 1000 || interval > 3600000000ULL)
-				badopt(ch, optarg, "must be 1ms to 1h");
+				hb_badopt(ch, optarg, "must be 1ms to 1h");
 			break;
 		case 'k':
 			keyfile = optarg;
 			break;
 		case 'n':
-			if (!hb_valid_name(optarg))
-				badopt(ch, optarg, "not a valid name");
-			node = optarg;
+			node = hb_opt_name(ch, optarg);
 			break;
 		case 'S':
 			statefile = optarg;
@@ -367,7 +310,7 @@ main(int argc, char *argv[])
 		case 's':
 			if (strcmp(optarg, "-") != 0 &&
 			    !hb_valid_status(optarg))
-				badopt(ch, optarg, "at most 200 printable "
+				hb_badopt(ch, optarg, "at most 200 printable "
 				    "characters");
 			status = optarg;
 			break;
@@ -388,37 +331,18 @@ main(int argc, char *argv[])
 		if ((o = calloc(1, sizeof(*o))) == NULL)
 			fatal("calloc");
 		o->spec = argv[i];
-		if ((e = hb_medium_parse(argv[i], 0, &o->m)) != NULL) {
+		if ((e = hb_medium_arg(argv[i], 0, &o->m, &npipe)) != NULL) {
 			log_warnx("medium %s: %s", argv[i], e);
-			exit(EXIT_USAGE);
-		}
-		if (o->m.kind == HB_MEDIUM_PIPE && npipe++ > 0) {
-			log_warnx("medium -: given twice");
 			exit(EXIT_USAGE);
 		}
 		TAILQ_INSERT_TAIL(&outs, o, entry);
 	}
-	if (node == NULL) {
-		if (gethostname(host, sizeof(host)) == -1)
-			fatal("gethostname");
-		host[sizeof(host) - 1] = '\0';
-		if ((p = strchr(host, '.')) != NULL)
-			*p = '\0';
-		if (!hb_valid_name(host)) {
-			log_warnx("host name %s is not a valid node name; "
-			    "use -n", host);
-			exit(EXIT_USAGE);
-		}
-		node = host;
-	}
-	if (sodium_init() == -1)
-		fatalx("sodium_init failed");
-	if ((e = key_load(keyfile, ck)) != NULL) {
+	if (node == NULL)
+		node = hb_node_default(host, sizeof(host));
+	if ((e = hb_key_load(keyfile, hkey)) != NULL) {
 		log_warnx("%s", e);
 		exit(EXIT_USAGE);
 	}
-	hb_derive_key(ck, hkey);
-	sodium_memzero(ck, sizeof(ck));
 
 	/* Wall-clock microseconds: a later start has a larger incarnation. */
 	pkt.incarnation = incarnation(statefile);
@@ -428,29 +352,14 @@ main(int argc, char *argv[])
 	if (strcmp(status, "-") != 0)
 		strcpy(pkt.status, status);
 
-	signal(SIGPIPE, SIG_IGN);
-	event_set_log_callback(evlog);
-	if ((base = event_base_new()) == NULL)
+	if ((base = hb_base_new()) == NULL)
 		fatalx("event_base_new");
-	if ((pipebuf = evbuffer_new()) == NULL ||
-	    (statusbuf = evbuffer_new()) == NULL)
+	if ((statusbuf = evbuffer_new()) == NULL)
 		fatal("evbuffer_new");
 	TAILQ_FOREACH(o, &outs, entry) {
 		out_open(o);
-		if (o->m.kind != HB_MEDIUM_PIPE)
-			continue;
-		/* a pipe or socket never blocks us; a file or tty may */
-		if (fstat(STDOUT_FILENO, &st) == -1)
-			fatal("stdout");
-		if (S_ISFIFO(st.st_mode) || S_ISSOCK(st.st_mode)) {
-			flags = fcntl(STDOUT_FILENO, F_GETFL);
-			if (flags == -1 || fcntl(STDOUT_FILENO, F_SETFL,
-			    flags | O_NONBLOCK) == -1)
-				fatal("stdout");
-			pipe_ev = event_new(base, STDOUT_FILENO, EV_WRITE,
-			    pipe_cb, NULL);
-		} else
-			pipe_blocking = 1;
+		if (o->m.kind == HB_MEDIUM_PIPE)
+			hb_out_open(&pipeout, base, "-: write");
 	}
 	if (strcmp(status, "-") == 0) {
 		if (fstat(STDIN_FILENO, &st) == -1)
@@ -495,21 +404,14 @@ main(int argc, char *argv[])
 	event_base_dispatch(base);
 
 	/* the leaving packet must reach a pipe reader before we go */
-	if (evbuffer_get_length(pipebuf) > 0 && !pipe_blocking) {
-		flags = fcntl(STDOUT_FILENO, F_GETFL);
-		if (flags != -1)
-			fcntl(STDOUT_FILENO, F_SETFL, flags & ~O_NONBLOCK);
-		pipe_flush();
-	}
+	if (pipeout.buf != NULL)
+		hb_out_close(&pipeout);
 	if (status_ev != NULL)
 		event_free(status_ev);
-	if (pipe_ev != NULL)
-		event_free(pipe_ev);
 	event_free(tick);
 	event_free(sigterm);
 	event_free(sigint);
 	event_base_free(base);
-	evbuffer_free(pipebuf);
 	evbuffer_free(statusbuf);
 	while ((o = TAILQ_FIRST(&outs)) != NULL) {
 		TAILQ_REMOVE(&outs, o, entry);

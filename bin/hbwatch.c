@@ -110,9 +110,13 @@ static uint64_t			 freshness = 5000000;
 static uint64_t			 start, tick_due, hold_until;
 static uint64_t			 lineseq;
 static int			 npeers, quorum, onceflag, quiet;
-static struct event		*tick_ev, *out_ev, *job_timer, *once_ev;
-static struct evbuffer		*outbuf;
-static int			 out_blocking;
+static struct event		*tick_ev, *job_timer, *once_ev;
+/*
+ * The event lines.  stdout is written without blocking when it is a pipe:
+ * a slow reader gets OUT_MAX bytes of slack, then loses lines (see emit);
+ * a reader that went away ends hbwatch.
+ */
+static struct hb_out		 out;
 static pid_t			 job_pid = -1;
 static unsigned long		 njobs, jobs_dropped, out_dropped;
 static unsigned long		 jobs_since, out_since;
@@ -121,13 +125,10 @@ static unsigned long		 accepted, drops[D_NDROP], dsince[D_NDROP];
 static uint64_t			 dlast[D_NDROP];
 
 static void	 usage(void) __attribute__((noreturn));
-static void	 badopt(int, const char *, const char *);
 static void	 tv_set(struct timeval *, uint64_t);
 static uint64_t	 ms(uint64_t);
 static void	 emit(const char *, const char *, const char *, ...)
 		    __attribute__((format(printf, 3, 4)));
-static void	 out_flush(void);
-static void	 out_cb(evutil_socket_t, short, void *);
 static void	 job_queue(const char *, int);
 static void	 job_next(void);
 static void	 job_timeout_cb(evutil_socket_t, short, void *);
@@ -151,7 +152,6 @@ static void	 stdin_cb(evutil_socket_t, short, void *);
 static void	 file_cb(evutil_socket_t, short, void *);
 static void	 status_report(void);
 static void	 signal_cb(evutil_socket_t, short, void *);
-static void	 evlog(int, const char *);
 static const char *pct(const char *, char *, size_t);
 
 static void
@@ -161,13 +161,6 @@ usage(void)
 	    "[-d fd] [-e handler] [-F window] [-I initdead] [-i interval] "
 	    "[-k keyfile] [-l medium] [-n node] [-T timeout] "
 	    "[-w warntime] node ...\n");
-	exit(EXIT_USAGE);
-}
-
-static void
-badopt(int ch, const char *arg, const char *e)
-{
-	log_warnx("-%c %s: %s", ch, arg, e);
 	exit(EXIT_USAGE);
 }
 
@@ -245,7 +238,7 @@ emit(const char *node, const char *event, const char *fmt, ...)
 	    (unsigned long long)(w % 1000000), node, event,
 	    extra[0] != '\0' ? " " : "", extra,
 	    (unsigned long long)++lineseq);
-	unread = evbuffer_get_length(outbuf);
+	unread = evbuffer_get_length(out.buf);
 	if (unread > OUT_MAX || (link && unread > OUT_MAX / 2)) {
 		out_dropped++;
 		out_since++;
@@ -256,45 +249,11 @@ emit(const char *node, const char *event, const char *fmt, ...)
 			out_since = 0;
 		}
 	} else {
-		evbuffer_add_printf(outbuf, "%s\n", line);
-		out_flush();
+		evbuffer_add_printf(out.buf, "%s\n", line);
+		hb_out_write(&out);
 	}
 	if (handler != NULL)
 		job_queue(line, link);
-}
-
-/*
- * stdout is written without blocking when it is a pipe: a slow reader
- * gets OUT_MAX bytes of slack, then loses lines (see emit); a reader that
- * went away ends hbwatch.
- */
-static void
-out_flush(void)
-{
-	int	n;
-
-	while (evbuffer_get_length(outbuf) > 0) {
-		n = evbuffer_write(outbuf, STDOUT_FILENO);
-		if (n > 0)
-			continue;
-		if (n == -1 && (errno == EAGAIN || errno == EINTR)) {
-			if (out_ev != NULL)
-				event_add(out_ev, NULL);
-			return;
-		}
-		fatal("stdout");
-	}
-	if (out_ev != NULL)
-		event_del(out_ev);
-}
-
-static void
-out_cb(evutil_socket_t fd, short what, void *arg)
-{
-	(void)fd;
-	(void)what;
-	(void)arg;
-	out_flush();
 }
 
 /*
@@ -975,12 +934,9 @@ stdin_cb(evutil_socket_t fd, short what, void *arg)
 	int		 n, e;
 
 	(void)what;
-	n = evbuffer_read(l->in, fd, 4096);
-	if (n == -1 && (errno == EAGAIN || errno == EINTR))
+	if ((n = hb_stdin_read(l->in, fd)) == 0)
 		return;
-	if (n <= 0) {
-		if (n == -1)
-			log_warn("stdin");
+	if (n == -1) {
 		log_warnx("stdin closed, no more heartbeats from the pipe");
 		if (l->ev != NULL)
 			event_del(l->ev);
@@ -1083,14 +1039,6 @@ signal_cb(evutil_socket_t sig, short what, void *arg)
 	event_base_loopexit(base, NULL);
 }
 
-/* libevent's own messages: the failures it reports are handled here. */
-static void
-evlog(int severity, const char *msg)
-{
-	(void)severity;
-	log_debug("libevent: %s", msg);
-}
-
 int
 main(int argc, char *argv[])
 {
@@ -1101,10 +1049,9 @@ main(int argc, char *argv[])
 	struct job		*j;
 	struct timeval		 tv;
 	struct stat		 st;
-	unsigned char		 ck[HATRIO_KEY_BYTES];
 	const char		*keyfile = "/etc/hatrio/cluster.key", *e;
-	char			 host[256], *c;
-	int			 ch, readyfd = -1, verbose = 0, i, flags;
+	char			 host[256];
+	int			 ch, readyfd = -1, verbose = 0, i;
 	int			 nstdin = 0, initset = 0, warnset = 0;
 	static const int	 signos[3] = { SIGTERM, SIGINT, SIGUSR1 };
 
@@ -1115,33 +1062,26 @@ main(int argc, char *argv[])
 			onceflag = 1;
 			break;
 		case 'C':
-			if (!hb_valid_name(optarg))
-				badopt(ch, optarg, "not a valid name");
-			cluster = optarg;
+			cluster = hb_opt_name(ch, optarg);
 			break;
 		case 'D':
-			if ((e = parse_duration(optarg, &deadtime)) != NULL)
-				badopt(ch, optarg, e);
+			hb_opt_duration(ch, optarg, &deadtime);
 			break;
 		case 'd':
-			if ((e = parse_fd(optarg, &readyfd)) != NULL)
-				badopt(ch, optarg, e);
+			hb_opt_fd(ch, optarg, &readyfd);
 			break;
 		case 'e':
 			handler = optarg;
 			break;
 		case 'F':
-			if ((e = parse_duration(optarg, &freshness)) != NULL)
-				badopt(ch, optarg, e);
+			hb_opt_duration(ch, optarg, &freshness);
 			break;
 		case 'I':
-			if ((e = parse_duration(optarg, &initdead)) != NULL)
-				badopt(ch, optarg, e);
+			hb_opt_duration(ch, optarg, &initdead);
 			initset = 1;
 			break;
 		case 'i':
-			if ((e = parse_duration(optarg, &interval)) != NULL)
-				badopt(ch, optarg, e);
+			hb_opt_duration(ch, optarg, &interval);
 			break;
 		case 'k':
 			keyfile = optarg;
@@ -1150,29 +1090,24 @@ main(int argc, char *argv[])
 			if ((l = calloc(1, sizeof(*l))) == NULL)
 				fatal("calloc");
 			l->spec = optarg;
-			if ((e = hb_medium_parse(optarg, 1, &l->m)) != NULL)
-				badopt(ch, optarg, e);
-			if (l->m.kind == HB_MEDIUM_PIPE && nstdin++ > 0)
-				badopt(ch, optarg, "given twice");
+			if ((e = hb_medium_arg(optarg, 1, &l->m, &nstdin)) !=
+			    NULL)
+				hb_badopt(ch, optarg, e);
 			TAILQ_INSERT_TAIL(&listeners, l, entry);
 			break;
 		case 'n':
-			if (!hb_valid_name(optarg))
-				badopt(ch, optarg, "not a valid name");
-			self = optarg;
+			self = hb_opt_name(ch, optarg);
 			break;
 		case 'T':
-			if ((e = parse_duration(optarg, &htimeout)) != NULL)
-				badopt(ch, optarg, e);
+			hb_opt_duration(ch, optarg, &htimeout);
 			if (htimeout == 0)
-				badopt(ch, optarg, "must not be 0");
+				hb_badopt(ch, optarg, "must not be 0");
 			break;
 		case 'v':
 			verbose++;
 			break;
 		case 'w':
-			if ((e = parse_duration(optarg, &warntime)) != NULL)
-				badopt(ch, optarg, e);
+			hb_opt_duration(ch, optarg, &warntime);
 			warnset = 1;
 			break;
 		default:
@@ -1215,19 +1150,8 @@ main(int argc, char *argv[])
 		    "deadtime");
 		exit(EXIT_USAGE);
 	}
-	if (self == NULL) {
-		if (gethostname(host, sizeof(host)) == -1)
-			fatal("gethostname");
-		host[sizeof(host) - 1] = '\0';
-		if ((c = strchr(host, '.')) != NULL)
-			*c = '\0';
-		if (!hb_valid_name(host)) {
-			log_warnx("host name %s is not a valid node name; "
-			    "use -n", host);
-			exit(EXIT_USAGE);
-		}
-		self = host;
-	}
+	if (self == NULL)
+		self = hb_node_default(host, sizeof(host));
 	for (i = 0; i < argc; i++) {
 		if (!hb_valid_name(argv[i])) {
 			log_warnx("%s: not a valid node name", argv[i]);
@@ -1247,33 +1171,14 @@ main(int argc, char *argv[])
 	}
 	if (onceflag)
 		quiet = 1;
-	if (sodium_init() == -1)
-		fatalx("sodium_init failed");
-	if ((e = key_load(keyfile, ck)) != NULL) {
+	if ((e = hb_key_load(keyfile, hkey)) != NULL) {
 		log_warnx("%s", e);
 		exit(EXIT_USAGE);
 	}
-	hb_derive_key(ck, hkey);
-	sodium_memzero(ck, sizeof(ck));
 
-	signal(SIGPIPE, SIG_IGN);
-	event_set_log_callback(evlog);
-	if ((base = event_base_new()) == NULL)
+	if ((base = hb_base_new()) == NULL)
 		fatalx("event_base_new");
-	if ((outbuf = evbuffer_new()) == NULL)
-		fatal("evbuffer_new");
-	if (fstat(STDOUT_FILENO, &st) == -1)
-		fatal("stdout");
-	if (S_ISFIFO(st.st_mode) || S_ISSOCK(st.st_mode)) {
-		flags = fcntl(STDOUT_FILENO, F_GETFL);
-		if (flags == -1 || fcntl(STDOUT_FILENO, F_SETFL,
-		    flags | O_NONBLOCK) == -1)
-			fatal("stdout");
-		if ((out_ev = event_new(base, STDOUT_FILENO, EV_WRITE, out_cb,
-		    NULL)) == NULL)
-			fatalx("event_new");
-	} else
-		out_blocking = 1;
+	hb_out_open(&out, base, "stdout");
 	TAILQ_FOREACH(l, &listeners, entry) {
 		if (l->m.kind == HB_MEDIUM_PIPE) {
 			if ((l->in = evbuffer_new()) == NULL)
@@ -1342,12 +1247,7 @@ main(int argc, char *argv[])
 
 	event_base_dispatch(base);
 
-	if (out_blocking == 0 && evbuffer_get_length(outbuf) > 0) {
-		flags = fcntl(STDOUT_FILENO, F_GETFL);
-		if (flags != -1)
-			fcntl(STDOUT_FILENO, F_SETFL, flags & ~O_NONBLOCK);
-	}
-	out_flush();
+	hb_out_close(&out);
 	if (job_pid != -1) {
 		kill(-job_pid, SIGKILL);
 		waitpid(job_pid, NULL, 0);
@@ -1382,10 +1282,7 @@ main(int argc, char *argv[])
 	event_free(job_timer);
 	if (once_ev != NULL)
 		event_free(once_ev);
-	if (out_ev != NULL)
-		event_free(out_ev);
 	event_base_free(base);
-	evbuffer_free(outbuf);
 	sodium_memzero(hkey, sizeof(hkey));
 	if (onceflag)
 		return quorum ? EXIT_OK : EXIT_NO;

@@ -3,26 +3,39 @@
  * hb.c: heartbeat packets (see hb.h for the layout): key derivation,
  * encoding, checking cheapest first and authenticating before the body is
  * even looked at, the replay rule, and the media addresses both programs
- * take on their command lines.
+ * take on their command lines.  Then what else hbsend and hbwatch do
+ * alike, kept here so that they cannot drift apart: option errors, the
+ * key and node name they start with, the event base, stdout written
+ * without blocking on a slow reader, and stdin read as a stream.
  */
 #include <sys/socket.h>
 #include <sys/types.h>
 
+#include <sys/stat.h>
+
 #include <arpa/inet.h>
+#include <errno.h>
+#include <fcntl.h>
 #include <ifaddrs.h>
 #include <net/if.h>
 #include <netdb.h>
 #include <netinet/in.h>
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
+#include <event2/buffer.h>
+#include <event2/event.h>
 #include <sodium.h>
 
 #include "hatrio.h"
 #include "hb.h"
 
 static int	parse_port(const char *, int, uint16_t *);
+static void	evlog(int, const char *);
+static void	out_cb(evutil_socket_t, short, void *);
 
 static const char *hb_errstr[HB_NERR] = {
 	"ok",
@@ -421,6 +434,23 @@ hb_medium_parse(const char *s, int listen, struct hb_medium *m)
 	return NULL;
 }
 
+/*
+ * A medium as an argument: parsed as by hb_medium_parse, and the pipe
+ * medium counted in *npipe, since there is one stdin and one stdout to
+ * carry one stream each.  Returns NULL or a reason.
+ */
+const char *
+hb_medium_arg(const char *s, int listen, struct hb_medium *m, int *npipe)
+{
+	const char	*e;
+
+	if ((e = hb_medium_parse(s, listen, m)) != NULL)
+		return e;
+	if (m->kind == HB_MEDIUM_PIPE && (*npipe)++ > 0)
+		return "given twice";
+	return NULL;
+}
+
 /* The address of sa as "HOST:PORT", IPv6 in brackets, mapped IPv4 plain. */
 const char *
 hb_addr_str(const struct sockaddr *sa, char *buf, size_t len)
@@ -448,4 +478,249 @@ hb_addr_str(const struct sockaddr *sa, char *buf, size_t len)
 	} else
 		snprintf(buf, len, "?");
 	return buf;
+}
+
+/*
+ * A bad option argument ends either program the same way: "-C x: why" and
+ * the usage exit code, since only the command line can fix it.
+ */
+void
+hb_badopt(int ch, const char *arg, const char *why)
+{
+	log_warnx("-%c %s: %s", ch, arg, why);
+	exit(EXIT_USAGE);
+}
+
+/* A cluster or node name as an option argument: arg, or the usage exit. */
+const char *
+hb_opt_name(int ch, const char *arg)
+{
+	if (!hb_valid_name(arg))
+		hb_badopt(ch, arg, "not a valid name");
+	return arg;
+}
+
+/* A duration as an option argument, into *us, or the usage exit. */
+void
+hb_opt_duration(int ch, const char *arg, uint64_t *us)
+{
+	const char	*e;
+
+	if ((e = parse_duration(arg, us)) != NULL)
+		hb_badopt(ch, arg, e);
+}
+
+/* A file descriptor (-d, readiness) as an option argument, or the exit. */
+void
+hb_opt_fd(int ch, const char *arg, int *fd)
+{
+	const char	*e;
+
+	if ((e = parse_fd(arg, fd)) != NULL)
+		hb_badopt(ch, arg, e);
+}
+
+/*
+ * Load the cluster key from path and derive the heartbeat key from it into
+ * hk.  The cluster key is wiped at once: the heartbeat key is all either
+ * program keeps.  Returns NULL, or key_load's message (hk is then left
+ * as it was).  libsodium is set up here, as this is its first use.
+ */
+const char *
+hb_key_load(const char *path, unsigned char hk[HB_TAG_LEN])
+{
+	unsigned char	 ck[HATRIO_KEY_BYTES];
+	const char	*e;
+
+	if (sodium_init() == -1)
+		fatalx("sodium_init failed");
+	if ((e = key_load(path, ck)) == NULL)
+		hb_derive_key(ck, hk);
+	sodium_memzero(ck, sizeof(ck));
+	return e;
+}
+
+/*
+ * The node name when -n is not given: the host name up to its first dot,
+ * kept in buf.  A host name that is not a valid node name ends the program
+ * with the usage exit code, as a bad option would: -n is the fix.
+ */
+const char *
+hb_node_default(char *buf, size_t len)
+{
+	char	*p;
+
+	if (gethostname(buf, len) == -1)
+		fatal("gethostname");
+	buf[len - 1] = '\0';
+	if ((p = strchr(buf, '.')) != NULL)
+		*p = '\0';
+	if (!hb_valid_name(buf)) {
+		log_warnx("host name %s is not a valid node name; use -n", buf);
+		exit(EXIT_USAGE);
+	}
+	return buf;
+}
+
+/* libevent's own messages: the failures it reports are handled here. */
+static void
+evlog(int severity, const char *msg)
+{
+	(void)severity;
+	log_debug("libevent: %s", msg);
+}
+
+/*
+ * The event base, and what both programs need before it: a reader of
+ * stdout that goes away must give EPIPE (and the exit code for it), not
+ * kill us with SIGPIPE, and libevent's messages go to the debug log.
+ */
+struct event_base *
+hb_base_new(void)
+{
+	signal(SIGPIPE, SIG_IGN);
+	event_set_log_callback(evlog);
+	return event_base_new();
+}
+
+/*
+ * Make fd (stdout) non-blocking when it is a pipe or a socket, whose reader
+ * may be slow: the event loop must go on meanwhile.  A file or a terminal
+ * is left blocking, as a write to it does not wait on anybody.  Returns 1
+ * when fd is now non-blocking, 0 when it was left alone, -1 on an error.
+ */
+int
+hb_out_nonblock(int fd)
+{
+	struct stat	st;
+	int		flags;
+
+	if (fstat(fd, &st) == -1)
+		return -1;
+	if (!S_ISFIFO(st.st_mode) && !S_ISSOCK(st.st_mode))
+		return 0;
+	if ((flags = fcntl(fd, F_GETFL)) == -1 ||
+	    fcntl(fd, F_SETFL, flags | O_NONBLOCK) == -1)
+		return -1;
+	return 1;
+}
+
+/*
+ * Write what buf holds to fd until it is empty or fd would block.  The
+ * write event ev (NULL for a blocking fd) is armed while anything is left
+ * and removed once all is written.  Returns 0, or -1 with errno when the
+ * write failed (a reader that went away: EPIPE).
+ */
+int
+hb_out_flush(struct evbuffer *buf, int fd, struct event *ev)
+{
+	int	n;
+
+	while (evbuffer_get_length(buf) > 0) {
+		n = evbuffer_write(buf, fd);
+		if (n > 0)
+			continue;
+		if (n == -1 && (errno == EAGAIN || errno == EINTR)) {
+			if (ev != NULL)
+				event_add(ev, NULL);
+			return 0;
+		}
+		return -1;
+	}
+	if (ev != NULL)
+		event_del(ev);
+	return 0;
+}
+
+/*
+ * Make fd blocking again, at exit: what is still queued for it (a leaving
+ * packet, the last event lines) must be written before we go.  An error
+ * only means that the last write may stop short; there is nothing more to
+ * do about it.
+ */
+void
+hb_out_block(int fd)
+{
+	int	flags;
+
+	if ((flags = fcntl(fd, F_GETFL)) != -1)
+		fcntl(fd, F_SETFL, flags & ~O_NONBLOCK);
+}
+
+/*
+ * Set up the stream o on stdout, with the event base for its write event.
+ * what names stdout in the message when a write fails (hbsend: "-: write",
+ * the medium).  Any failure here ends the program.
+ */
+void
+hb_out_open(struct hb_out *o, struct event_base *base, const char *what)
+{
+	int	nb;
+
+	o->what = what;
+	o->ev = NULL;
+	if ((o->buf = evbuffer_new()) == NULL)
+		fatal("evbuffer_new");
+	if ((nb = hb_out_nonblock(STDOUT_FILENO)) == -1)
+		fatal("stdout");
+	if (nb == 1 && (o->ev = event_new(base, STDOUT_FILENO, EV_WRITE,
+	    out_cb, o)) == NULL)
+		fatalx("event_new");
+}
+
+/*
+ * Write what o has queued.  A reader that went away ends the program with
+ * EXIT_SYS: the pipeline around it is to be restarted.
+ */
+void
+hb_out_write(struct hb_out *o)
+{
+	if (hb_out_flush(o->buf, STDOUT_FILENO, o->ev) == -1)
+		fatal("%s", o->what);
+}
+
+static void
+out_cb(evutil_socket_t fd, short what, void *arg)
+{
+	(void)fd;
+	(void)what;
+	hb_out_write(arg);
+}
+
+/*
+ * At exit: what is still queued (the leaving packet, the last event lines)
+ * is written, blocking if need be, before the stream goes.
+ */
+void
+hb_out_close(struct hb_out *o)
+{
+	if (o->ev != NULL && evbuffer_get_length(o->buf) > 0)
+		hb_out_block(STDOUT_FILENO);
+	hb_out_write(o);
+	if (o->ev != NULL)
+		event_free(o->ev);
+	evbuffer_free(o->buf);
+	o->ev = NULL;
+	o->buf = NULL;
+}
+
+/*
+ * Read what fd, standard input, has for us into buf.  Returns 1 when
+ * something was read, 0 when there is nothing yet, and -1 at the end of
+ * the input; a read error is logged, then taken as the end, since stdin
+ * cannot be opened again.
+ */
+int
+hb_stdin_read(struct evbuffer *buf, int fd)
+{
+	int	n;
+
+	n = evbuffer_read(buf, fd, 4096);
+	if (n > 0)
+		return 1;
+	if (n == -1 && (errno == EAGAIN || errno == EINTR))
+		return 0;
+	if (n == -1)
+		log_warn("stdin");
+	return -1;
 }

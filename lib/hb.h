@@ -28,6 +28,10 @@
 
 #include "hatrio.h"
 
+struct event;
+struct event_base;
+struct evbuffer;
+
 #define HB_MAGIC		"HThb"
 #define HB_VERSION		2	/* 2: the time field */
 #define HB_TYPE_HEARTBEAT	1
@@ -76,6 +80,17 @@ struct hb_replay {
 	uint64_t	 seq;
 };
 
+/*
+ * stdout as a stream (hbsend's pipe medium, hbwatch's event lines): what
+ * is queued in buf is written without blocking when stdout is a pipe or
+ * a socket, so that a slow reader never stops the event loop.
+ */
+struct hb_out {
+	struct evbuffer	*buf;
+	struct event	*ev;	/* write interest; NULL: stdout blocks */
+	const char	*what;	/* names stdout when a write fails */
+};
+
 /* A medium as given on the command line. */
 #define HB_MEDIUM_UDP	1
 #define HB_MEDIUM_MCAST	2
@@ -107,7 +122,29 @@ int		 hb_newer(const struct hb_replay *, uint64_t, uint64_t);
 int		 hb_fresh(uint64_t, uint64_t, uint64_t, int64_t *);
 void		 hb_accept(struct hb_replay *, uint64_t, uint64_t);
 const char	*hb_medium_parse(const char *, int, struct hb_medium *);
+const char	*hb_medium_arg(const char *, int, struct hb_medium *, int *);
 const char	*hb_addr_str(const struct sockaddr *, char *, size_t);
 void		 hb_status_clean(char *);
+
+/*
+ * What hbsend and hbwatch both do around the packets: option errors, the
+ * heartbeat key, the node name, the event base, stdout and stdin.
+ */
+void		 hb_badopt(int, const char *, const char *)
+		    __attribute__((noreturn));
+const char	*hb_opt_name(int, const char *);
+void		 hb_opt_duration(int, const char *, uint64_t *);
+void		 hb_opt_fd(int, const char *, int *);
+const char	*hb_key_load(const char *, unsigned char [HB_TAG_LEN]);
+const char	*hb_node_default(char *, size_t);
+struct event_base *hb_base_new(void);
+int		 hb_out_nonblock(int);
+int		 hb_out_flush(struct evbuffer *, int, struct event *);
+void		 hb_out_block(int);
+void		 hb_out_open(struct hb_out *, struct event_base *,
+		    const char *);
+void		 hb_out_write(struct hb_out *);
+void		 hb_out_close(struct hb_out *);
+int		 hb_stdin_read(struct evbuffer *, int);
 
 #endif /* HB_H */
