@@ -253,6 +253,8 @@ static void	dl_attach(struct evbuffer *, const char *);
 static void	dl_status(struct evbuffer *);
 static int	dl_state;	/* DL_*, see "diskless" */
 static void	rs_release(void);
+static void	rs_take_all(struct peer *, int);
+static int	undo_mark_inconsistent(struct peer *);
 static int	repair_begin(struct peer *);
 static void	repair_later(void);
 static void	rs_peer_down(struct peer *);
@@ -1880,7 +1882,8 @@ journal_commit(void)
 	jstart = jbound;
 	if (jstart == jend)
 		jstart = jbound = jend = J_HDR;
-	jb_done += jbflushes;
+	if (e == 0)
+		jb_done += jbflushes;	/* (a failed one never ends a repair) */
 	jbflushes = 0;
 	repair_later();
 	if (jbpeer != NULL && jbpeer->gen == jbgen && jbpeer->link != NULL)
@@ -1965,6 +1968,8 @@ journal_recover(void)
 	log_info("%s: applying a committed epoch again", jpath);
 	if ((e = journal_apply(start, end)) != 0)
 		fatalx("%s: %s", jpath, strerror(e));
+	if (fdatasync(jfd) == -1)
+		fatal("%s", jpath);
 }
 
 /*
@@ -2047,22 +2052,25 @@ settle(void)
 static int
 meta_now(void)
 {
-	int	s;
+	uint64_t	errs = meta_errors;
+	int		i;
 
-	if (settle() == -1) {
-		errno = EBUSY;
-		return -1;
-	}
-	for (s = 0; s < META_PEERS; s++)
-		if (m->peer[s].in_use && m->peer[s].bm_dirty &&
-		    meta_bm_flush(m, s) == -1)
+	/* meta_commit stages the bitmaps as always (see rs_stage) */
+	for (i = 0; i < 4; i++) {
+		if (settle() == -1) {
+			errno = EBUSY;
 			return -1;
-	if (meta_sync(m) == -1)
-		return -1;
-	bm_gen_disk = bm_gen;
-	m->al_gen_disk = m->al_gen;
-	meta_released();
-	return 0;
+		}
+		if (meta_errors != errs) {
+			errno = EIO;
+			return -1;
+		}
+		if (bm_gen_disk == bm_gen && m->al_gen_disk == m->al_gen)
+			return 0;
+		meta_commit();
+	}
+	errno = EBUSY;
+	return -1;
 }
 
 /*
@@ -2123,17 +2131,16 @@ undo_rollback(const char *why, char *err, size_t errlen)
 	return 0;
 }
 
-/* At start, before anything is served: the journal left by a resync. */
+/*
+ * At start, before anything is served, after a committed epoch was applied
+ * again: the undo journal left by a resync or a repair.
+ */
 static void
 undo_recover(void)
 {
 	char	err[512];
 	int	e;
 
-	if (asprintf(&upath, "%s.undo", metapath) == -1)
-		fatal("asprintf");
-	if ((undo = undo_open(upath, m->size, err, sizeof(err))) == NULL)
-		fatalx("%s", err);
 	if (!undo_active(undo))
 		return;
 	if (m->flags & META_F_CONSISTENT) {
@@ -2157,6 +2164,37 @@ undo_recover(void)
 }
 
 /*
+ * A journal was just begun for blocks from p: the data is marked
+ * inconsistent, on disk before the first of them is written (a start that
+ * finds a journal and consistent data takes it for finished).  If that
+ * fails, nothing was written: the journal goes and p's link is closed;
+ * -1 then.
+ */
+static int
+undo_mark_inconsistent(struct peer *p)
+{
+	uint32_t	was = m->flags;
+	int		e;
+
+	m->flags &= ~(META_F_CONSISTENT | META_F_UPTODATE);
+	bm_gen++;
+	if (meta_now() == 0 && p->link != NULL)
+		return 0;
+	e = errno;
+	log_warnx("metadata %s: %s: the resync from %s waits", metapath,
+	    p->link == NULL ? "peer gone" : strerror(e), p->name);
+	m->flags = was;
+	bm_gen++;
+	meta_commit();
+	if ((e = undo_end(undo)) != 0)
+		fatalx("%s: %s", upath, strerror(e));
+	if (p->link != NULL)
+		link_close(p->link, "the target cannot mark its data "
+		    "inconsistent");
+	return -1;
+}
+
+/*
  * verify --fix on an up-to-date DR node: the repaired blocks come
  * outside the epochs, so until the epoch that was open when the last of
  * them came has been applied, the store is no image the primary had.
@@ -2172,10 +2210,8 @@ repair_begin(struct peer *p)
 		return 0;
 	if (undo_start(p) == -1)
 		return -1;
-	m->flags &= ~(META_F_CONSISTENT | META_F_UPTODATE);
-	bm_gen++;
-	if (meta_now() == -1)
-		fatal("metadata %s", metapath);
+	if (undo_mark_inconsistent(p) == -1)
+		return -1;
 	repairer = p;
 	peer_flags_changed();
 	return 0;
@@ -2384,6 +2420,39 @@ rs_send_bitmap(struct peer *p)
 		p->bm_sent = 1;
 }
 
+/*
+ * An unfinished resync left what it had still to move in the bitmap of
+ * the peer it came from, and p may be another: a target that is not
+ * consistent asks p for the blocks of every bitmap it keeps (more than
+ * needed at worst, never less).  When the generations are the same and
+ * no bitmap has a block, nothing says what is missing: every block.
+ */
+static void
+rs_take_all(struct peer *p, int unfinished)
+{
+	struct meta_peer *to = &m->peer[p->slot];
+	uint64_t	  n = 0;
+	size_t		  i;
+	int		  s;
+
+	for (s = 0; s < META_PEERS; s++)
+		if (s != p->slot && m->peer[s].in_use)
+			for (i = 0; i < m->bm_bytes; i++)
+				to->bm[i] |= m->peer[s].bm[i];
+	for (i = 0; i < m->bm_bytes; i++)
+		n += __builtin_popcount(to->bm[i]);
+	if (n != to->oos_blocks) {
+		to->oos_blocks = n;
+		to->bm_dirty = 1;
+		bm_gen++;
+	}
+	if (unfinished && n == 0) {
+		log_info("peer %s: no bitmap says what the unfinished resync "
+		    "has left: every block", p->name);
+		mark_oos(p, 0, m->size);
+	}
+}
+
 /* After HELLO: start the bitmap exchange if one of us is behind. */
 static void
 rs_hello(struct peer *p, const struct gi_decision *d)
@@ -2398,6 +2467,8 @@ rs_hello(struct peer *p, const struct gi_decision *d)
 		return;
 	if (p->st == PS_NEEDS_RESYNC && d->full)
 		mark_oos(p, 0, m->size);
+	if (p->st == PS_SYNC_TARGET && !(m->flags & META_F_CONSISTENT))
+		rs_take_all(p, d->unfinished);
 	/*
 	 * What we wrote just before our crash may not be there, nor in the
 	 * bitmap (it reaches the disk lazily): as source, target or in a
@@ -2425,26 +2496,27 @@ rs_ready(struct peer *p)
 
 	p->rs_start_oos = mp->oos_blocks;
 	p->rs_start_usec = now_usec();
+	/*
+	 * An epoch applied before must not be applied again at a start,
+	 * over the blocks the resync writes: its cleared commit becomes
+	 * durable first.
+	 */
+	if (p->st == PS_SYNC_TARGET && jfd != -1 && fdatasync(jfd) == -1) {
+		log_warnx("%s: %s: no resync from %s", jpath, strerror(errno),
+		    p->name);
+		link_close(p->link, "the target cannot sync its journal");
+		return;
+	}
 	if (p->st == PS_SYNC_TARGET && (m->flags & META_F_CONSISTENT)) {
-		/*
-		 * An epoch applied before must not be applied again at a
-		 * start, over the blocks the resync writes: its cleared
-		 * commit becomes durable.
-		 */
-		if (jfd != -1 && fdatasync(jfd) == -1)
-			log_warnx("%s: %s", jpath, strerror(errno));
-		if (p->async && undo_start(p) == -1)
-			return;
-		/* Until the end our data is a mix of old and new. */
-		m->flags &= ~(META_F_CONSISTENT | META_F_UPTODATE);
-		bm_gen++;
-		/*
-		 * With an undo journal that must be on disk before the first
-		 * block is written: a start that finds the journal and the
-		 * data consistent takes the resync for finished.
-		 */
-		if (undo_active(undo) && meta_now() == -1)
-			fatal("metadata %s", metapath);
+		if (p->async && !undo_active(undo)) {
+			if (undo_start(p) == -1 ||
+			    undo_mark_inconsistent(p) == -1)
+				return;
+		} else {
+			/* Until the end our data is a mix of old and new. */
+			m->flags &= ~(META_F_CONSISTENT | META_F_UPTODATE);
+			bm_gen++;
+		}
 	}
 	meta_commit();
 	if (p->st == PS_SPLIT) {
@@ -2847,6 +2919,7 @@ rs_message(struct peer *p, unsigned type, const void *buf, size_t len)
 	struct repl_data	 d;
 	struct repl_csum	 c;
 	struct rsreq		*q;
+	struct peer		*q2;
 	uint64_t		 off, id, cur, hist[GI_HISTORY], o;
 	uint32_t		 fl, e, blocks, i, j;
 	size_t			 n;
@@ -2870,8 +2943,14 @@ rs_message(struct peer *p, unsigned type, const void *buf, size_t len)
 		if (repl_data_dec(buf, len, m->size, &d) == -1 || !target ||
 		    d.cmd == NBD_CMD_TRIM)
 			return -1;
-		if (p->async && p->st == PS_UPTODATE && repair_begin(p) == -1)
-			return 0;
+		if (p->async && p->st == PS_UPTODATE) {
+			TAILQ_FOREACH(q2, &peers, entry)
+				if (q2 != p && q2->link != NULL && q2->hello &&
+				    (q2->flags & REPL_F_PRIMARY))
+					return -1;	/* not the epochs' source */
+			if (repair_begin(p) == -1)
+				return 0;
+		}
 		rjob_submit(p, RJ_RS_DATA, d.seq, d.cmd, d.offset, d.len, 0,
 		    d.data, d.data != NULL ? d.len : 0);
 		return 0;
@@ -4870,6 +4949,13 @@ ctl_read(struct bufferevent *bev, void *arg)
 				free(line);
 				continue;
 			}
+			/*
+			 * The complete epochs received go to the store
+			 * first (under the undo journal if one is active),
+			 * the rest never: the new primary's writes follow.
+			 */
+			if (!primary)
+				journal_cut();
 			if (!primary && undo_active(undo) &&
 			    undo_before_promotion(out)) {
 				free(line);
@@ -5454,7 +5540,12 @@ main(int argc, char *argv[])
 		fatal("asprintf");
 	if ((jfd = open(jpath, O_RDWR | O_CREAT | O_CLOEXEC, 0600)) == -1)
 		fatal("%s", jpath);
-	journal_recover();
+	if (asprintf(&upath, "%s.undo", metapath) == -1)
+		fatal("asprintf");
+	if ((undo = undo_open(upath, m->size, errbuf, sizeof(errbuf))) ==
+	    NULL)
+		fatalx("%s", errbuf);
+	journal_recover();	/* (its blocks saved if a journal is active) */
 	undo_recover();
 	if (nbd_listen_unix(srv, nbdpath) == -1)
 		fatal("%s", nbdpath);

@@ -105,17 +105,23 @@ gi_decide(const struct gi_view *self, const struct gi_view *peer,
 		} else if (d->al_peer) {
 			d->verdict = GI_TARGET;
 			d->why = "same generation; the peer crashed as primary";
-		} else if (self->inconsistent && !peer->inconsistent) {
+		} else if (self->inconsistent && !peer->inconsistent &&
+		    !self->primary) {
 			/*
 			 * A resync with no new generation (an activity log
-			 * after a crash) was cut off: its bitmaps say what is
-			 * left, and it must go on, not be taken as done.
+			 * after a crash) was cut off: it must go on, not be
+			 * taken as done.  What is left may be in the bitmap
+			 * of another peer than this one: the target uses
+			 * them all (see unfinished).
 			 */
 			d->verdict = GI_TARGET;
+			d->unfinished = 1;
 			d->why = "same generation; this node's resync is "
 			    "unfinished";
-		} else if (peer->inconsistent && !self->inconsistent) {
+		} else if (peer->inconsistent && !self->inconsistent &&
+		    !peer->primary) {
 			d->verdict = GI_SOURCE;
+			d->unfinished = 1;
 			d->why = "same generation; the peer's resync is "
 			    "unfinished";
 		}

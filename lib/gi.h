@@ -40,6 +40,9 @@ struct gi_decision {
 					   block must be compared */
 	int		 al_self;	/* also resync self's activity log */
 	int		 al_peer;	/* also resync the peer's */
+	int		 unfinished;	/* from an unfinished resync: all the
+					   target's bitmaps count, and with
+					   none, every block */
 	const char	*why;		/* one phrase for logs and events */
 };
 

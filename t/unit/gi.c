@@ -160,6 +160,13 @@ test_cases(void)
 	    "same generation, peer inconsistent: source (%s)", d.why);
 	ok(decide(&b, A, &a, B, &d) == GI_TARGET && !d.full,
 	    "same generation, self inconsistent: target (%s)", d.why);
+	ok(decide(&b, A, &a, B, &d) == GI_TARGET && d.unfinished,
+	    "marked unfinished: the target's bitmaps all count");
+	b.primary = 1;
+	ok(decide(&b, A, &a, B, &d) == GI_IN_SYNC,
+	    "an inconsistent primary (forced) is no target");
+	ok(decide(&a, B, &b, A, &d) == GI_IN_SYNC, "seen from the peer too");
+	b.primary = 0;
 	a.inconsistent = 1;
 	ok(decide(&a, B, &b, A, &d) == GI_IN_SYNC,
 	    "both inconsistent: neither is a source");
