@@ -133,3 +133,40 @@ part_then_kill() {
 	run -0 resyncd verify -c "$C/a/ctl.sock" c
 	[ "${lines[-1]}" = "verify peer=c checked_bytes=67108864 differ_blocks=0" ]
 }
+
+@test "an unfinished resync of c goes on with another peer, from every bitmap c keeps" {
+	run -0 resyncd sync -c "$C/a/ctl.sock" c
+	cl_wait c undo none
+	run -0 qemu-io -f raw -c "write -P 5 8M 4M" -c flush "$(cl_uri a)"
+	cl_wait a peer.c.lag_bytes 0
+	# a power loss of all three, a primary; c's copy of a hot extent
+	# changed meanwhile (a torn write a never acknowledged)
+	cl_kill a
+	cl_kill b
+	cl_kill c
+	for o in 2300 2400 2500; do
+		dd if=/dev/urandom of="$C/c/disk" bs=4k seek=$o count=1 \
+		    conv=notrunc status=none
+	done
+	cl_start a
+	cl_start b
+	cl_start c
+	# a crashed as primary: its activity log goes to b and c
+	cl_wait b peer.a.resync target
+	cl_wait c peer.a.resync target
+	run -0 resyncd sync -c "$C/a/ctl.sock" b
+	cl_wait b peer.a.state uptodate
+	cl_stop a
+	# c's resync is unfinished and what it lacks is in its bitmap for
+	# a; with b (same generation) it goes on, and is not taken as done
+	cl_stop c
+	cl_start c
+	cl_wait c peer.b.resync target
+	[ "$(cl_status c disk)" = inconsistent ]
+	run -0 resyncd sync -c "$C/b/ctl.sock" c
+	cl_wait c peer.b.state uptodate
+	cl_wait c undo none
+	cl_stop c
+	cl_stop b
+	[ "$(cl_sum b)" = "$(cl_sum c)" ]
+}
