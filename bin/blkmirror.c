@@ -253,7 +253,7 @@ static void	dl_attach(struct evbuffer *, const char *);
 static void	dl_status(struct evbuffer *);
 static int	dl_state;	/* DL_*, see "diskless" */
 static void	rs_release(void);
-static void	rs_take_all(struct peer *, int);
+static void	rs_take_all(struct peer *);
 static int	undo_mark_inconsistent(struct peer *);
 static int	repair_begin(struct peer *);
 static void	repair_later(void);
@@ -2421,14 +2421,15 @@ rs_send_bitmap(struct peer *p)
 }
 
 /*
- * An unfinished resync left what it had still to move in the bitmap of
- * the peer it came from, and p may be another: a target that is not
- * consistent asks p for the blocks of every bitmap it keeps (more than
- * needed at worst, never less).  When the generations are the same and
- * no bitmap has a block, nothing says what is missing: every block.
+ * An unfinished resync with the same generation on both sides (see
+ * gi_decide) left what it had still to move in the bitmap of the peer it
+ * came from, and p may be another: the target asks p for the blocks of
+ * every bitmap it keeps (more than needed at worst, never less).  When no
+ * bitmap has a block, nothing says what is missing: every block.  (With
+ * different generations the source's own bitmap for us covers it.)
  */
 static void
-rs_take_all(struct peer *p, int unfinished)
+rs_take_all(struct peer *p)
 {
 	struct meta_peer *to = &m->peer[p->slot];
 	uint64_t	  n = 0;
@@ -2446,7 +2447,7 @@ rs_take_all(struct peer *p, int unfinished)
 		to->bm_dirty = 1;
 		bm_gen++;
 	}
-	if (unfinished && n == 0) {
+	if (n == 0) {
 		log_info("peer %s: no bitmap says what the unfinished resync "
 		    "has left: every block", p->name);
 		mark_oos(p, 0, m->size);
@@ -2467,8 +2468,8 @@ rs_hello(struct peer *p, const struct gi_decision *d)
 		return;
 	if (p->st == PS_NEEDS_RESYNC && d->full)
 		mark_oos(p, 0, m->size);
-	if (p->st == PS_SYNC_TARGET && !(m->flags & META_F_CONSISTENT))
-		rs_take_all(p, d->unfinished);
+	if (p->st == PS_SYNC_TARGET && d->unfinished)
+		rs_take_all(p);
 	/*
 	 * What we wrote just before our crash may not be there, nor in the
 	 * bitmap (it reaches the disk lazily): as source, target or in a
