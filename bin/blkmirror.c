@@ -21,6 +21,7 @@
 #include <fcntl.h>
 #include <inttypes.h>
 #include <netdb.h>
+#include <pthread.h>
 #include <signal.h>
 #include <stdarg.h>
 #include <stdio.h>
@@ -36,6 +37,7 @@
 #include <event2/listener.h>
 
 #include "ctl.h"
+#include "fsrange.h"
 #include "gi.h"
 #include "hatrio.h"
 #include "ioq.h"
@@ -58,6 +60,7 @@
 #define RS_FLUSH_BYTES	(4u << 20)	/* resynced between target flushes */
 #define RS_FLUSH_USEC	250000		/* ... and at most 4 a second */
 #define RS_BUFS		64		/* resync buffers kept for reuse */
+#define RS_THREADS	2		/* the resync target's I/O threads */
 
 /* states of a write-type request (nbd_req.state) */
 enum { W_NEW, W_OVERLAP, W_ALFULL, W_AL, W_IO };
@@ -148,6 +151,7 @@ static struct event_base	*base;
 static struct meta		*m;
 static struct nbd_server	*srv;
 static struct ioq		*ioq;
+static struct ioq		*rsioq;
 static const char		*devpath, *metapath, *nodename;
 static int			 devfd = -1;
 static int			 primary;
@@ -1578,6 +1582,98 @@ rjob_put(struct rjob *rj)
 	nrjfree[k]++;
 }
 
+/*
+ * The resync target's writes go to the store like any other; each is
+ * then written back at once and waited for (sync_file_range: its range
+ * only; a large folio goes whole, with whatever else in it is dirty)
+ * before it is acknowledged.  RS_FLUSH promises that every RS_DATA
+ * acknowledged before it is durable.  An fdatasync of the whole store
+ * kept that promise, but also wrote back all that the application had
+ * dirtied meanwhile, four times a second: the application's latency on
+ * the primary, which waits for our acknowledgements, suffered (4 to 5
+ * times its p99 in sync).  Instead RS_FLUSH is an fdatasync of each range
+ * the resync wrote since the last one (fdatasync_ranges: io_uring's
+ * ranged fsync, the vfs_fsync_range() that O_DSYNC writes use).  Each is
+ * what fdatasync promises, for its range: the range's data written back
+ * (already done, nothing more to write), the file's metadata needed to
+ * read it back committed (an allocation, an extent made written, zeroes
+ * through fallocate), and the device's write cache flushed, so that the
+ * range is on stable storage, on a file system as on a block device.
+ * sync_file_range alone would not do: it neither commits metadata nor
+ * flushes the cache.  The ranges wait in rstgt: a write is added after
+ * it is done and before it is acknowledged, and RS_FLUSH takes them all
+ * when it starts, so that it covers every RS_DATA acknowledged before it
+ * came.  Too many ranges, a kernel without io_uring or a store that
+ * refuses sync_file_range, and RS_FLUSH syncs the whole store instead.
+ * The resync's jobs run in their own I/O threads (rsioq), so that the
+ * application's writes, when they cannot be done in the loop, never wait
+ * behind the resync's write-back.
+ */
+#define RS_RANGES	4096
+static struct {
+	pthread_mutex_t	 lock;
+	struct fsrange	 r[RS_RANGES];
+	size_t		 n;
+	int		 all;		/* sync the whole store */
+} rstgt = { PTHREAD_MUTEX_INITIALIZER, { { 0, 0 } }, 0, 0 };
+
+/* RS_DATA on the target: 0 or an errno. */
+static int
+rs_target_write(const struct rjob *rj)
+{
+	struct fsrange	*l;
+	int		 e, all = 0;
+
+	if ((e = apply(rj->cmd, rj->off, rj->len, rj->data, 0)) != 0)
+		return e;
+	if (sync_file_range(devfd, rj->off, rj->len,
+	    SYNC_FILE_RANGE_WAIT_BEFORE | SYNC_FILE_RANGE_WRITE |
+	    SYNC_FILE_RANGE_WAIT_AFTER) == -1) {
+		if (errno != ESPIPE && errno != EINVAL && errno != ENOSYS)
+			return errno;
+		all = 1;
+	}
+	pthread_mutex_lock(&rstgt.lock);
+	l = rstgt.n > 0 ? &rstgt.r[rstgt.n - 1] : NULL;
+	if (all || rstgt.n == RS_RANGES)
+		rstgt.all = 1;
+	else if (l != NULL && l->off + l->len == rj->off &&
+	    l->len <= UINT32_MAX - rj->len)
+		l->len += rj->len;
+	else {
+		rstgt.r[rstgt.n].off = rj->off;
+		rstgt.r[rstgt.n++].len = rj->len;
+	}
+	pthread_mutex_unlock(&rstgt.lock);
+	return 0;
+}
+
+/* RS_FLUSH on the target: 0 or an errno. */
+static int
+rs_target_flush(void)
+{
+	struct fsrange	*r;
+	size_t		 n;
+	int		 all, e;
+
+	pthread_mutex_lock(&rstgt.lock);
+	n = rstgt.n;
+	all = rstgt.all;
+	rstgt.n = 0;
+	rstgt.all = 0;
+	if (n > 0 && (r = malloc(n * sizeof(*r))) != NULL)
+		memcpy(r, rstgt.r, n * sizeof(*r));
+	else
+		r = NULL;
+	pthread_mutex_unlock(&rstgt.lock);
+	if (n > 0 && r == NULL)
+		all = 1;
+	if (all || (e = fdatasync_ranges(devfd, r, n)) == -1)
+		e = fdatasync(devfd) == -1 ? errno : 0;
+	free(r);
+	return e;
+}
+
 static void
 work_rjob(struct ioq_job *j)
 {
@@ -1585,6 +1681,10 @@ work_rjob(struct ioq_job *j)
 
 	if (rj->kind == RJ_RS_CSUM)
 		j->err = csum_compare(rj);
+	else if (rj->kind == RJ_RS_FLUSH)
+		j->err = rs_target_flush();
+	else if (rj->kind == RJ_RS_DATA)
+		j->err = rs_target_write(rj);
 	else if (rj->cmd == NBD_CMD_FLUSH)
 		j->err = fdatasync(devfd) == -1 ? errno : 0;
 	else {
@@ -1680,7 +1780,7 @@ rjob_submit(struct peer *p, int kind, uint64_t seq, uint16_t cmd,
 	rj->job.done = done_rjob;
 	rj->job.slow = 1;
 	disk_inflight++;
-	ioq_submit(ioq, &rj->job);
+	ioq_submit(kind == RJ_REPL ? ioq : rsioq, &rj->job);
 }
 
 /*
@@ -5062,6 +5162,8 @@ main(int argc, char *argv[])
 		fatal("nbd server");
 	nbd_set_readonly(srv, !primary);
 	if ((ioq = ioq_new(base, nthreads, batch_done, NULL)) == NULL)
+		fatal("I/O threads");
+	if ((rsioq = ioq_new(base, RS_THREADS, NULL, NULL)) == NULL)
 		fatal("I/O threads");
 	if (nbd_listen_unix(srv, nbdpath) == -1)
 		fatal("%s", nbdpath);
