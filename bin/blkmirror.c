@@ -201,6 +201,7 @@ static uint64_t			 rsid;
 static unsigned char		*rsbufs[RS_BUFS];
 static int			 nrsbufs;
 static uint64_t			 wlat_ewma, wlat_n;
+static uint64_t			 wlat_p99;	/* 1/256 us */
 static uint64_t			 flush_seen;	/* the last FLUSH, now_usec */
 static uint64_t			 ka_dead = KA_DEAD;
 static void	on_ready(struct link *, const char *);
@@ -632,16 +633,29 @@ blocked(struct nbd_req *r)
 	return 0;
 }
 
-/* An application write's latency, for resyncd's dynamic rate. */
+/*
+ * An application write's latency, for resyncd's dynamic rate: a moving
+ * average, and a running estimate of the 99th percentile, which a write
+ * above it raises by a step and one below lowers by a 99th of that, so
+ * that it settles where 1 write in 100 is above (the step is a 32nd of
+ * the estimate: it follows within a second or so of writes).
+ */
 static void
 lat_note(struct nbd_req *r)
 {
-	uint64_t	lat = now_usec() - r->t0;
+	uint64_t	lat = now_usec() - r->t0, step;
 
-	if (wlat_n++ == 0)
+	if (wlat_n++ == 0) {
 		wlat_ewma = lat;
+		wlat_p99 = lat << 8;
+		return;
+	}
+	wlat_ewma = wlat_ewma - wlat_ewma / 8 + lat / 8;
+	step = wlat_p99 / 32 + 256;
+	if (lat << 8 > wlat_p99)
+		wlat_p99 += step;
 	else
-		wlat_ewma = wlat_ewma - wlat_ewma / 8 + lat / 8;
+		wlat_p99 -= wlat_p99 > step / 99 ? step / 99 : wlat_p99;
 }
 
 /* Writes that waited for an overlapping one may go now. */
@@ -4472,6 +4486,7 @@ status(struct evbuffer *o)
 	    m->node, primary ? "primary" : "secondary", disk_state(), m->size,
 	    nbd_server_conns(srv), st->conns_total, disk_inflight);
 	evbuffer_add_printf(o, "write_lat_usec=%" PRIu64 "\n", wlat_ewma);
+	evbuffer_add_printf(o, "write_p99_usec=%" PRIu64 "\n", wlat_p99 >> 8);
 	dl_status(o);
 	evbuffer_add_printf(o, "reads=%" PRIu64 "\nwrites=%" PRIu64
 	    "\nflushes=%" PRIu64 "\ntrims=%" PRIu64 "\nzeroes=%" PRIu64
