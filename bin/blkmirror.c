@@ -1597,28 +1597,29 @@ rjob_put(struct rjob *rj)
 }
 
 /*
- * The resync target's writes go to the store like any other; each is
- * then written back at once and waited for (sync_file_range: its range
- * only; a large folio goes whole, with whatever else in it is dirty)
- * before it is acknowledged.  RS_FLUSH promises that every RS_DATA
- * acknowledged before it is durable.  An fdatasync of the whole store
- * kept that promise, but also wrote back all that the application had
- * dirtied meanwhile, four times a second: the application's latency on
- * the primary, which waits for our acknowledgements, suffered (4 to 5
- * times its p99 in sync).  Instead RS_FLUSH is an fdatasync of each range
- * the resync wrote since the last one (fdatasync_ranges: io_uring's
- * ranged fsync, the vfs_fsync_range() that O_DSYNC writes use).  Each is
- * what fdatasync promises, for its range: the range's data written back
- * (already done, nothing more to write), the file's metadata needed to
- * read it back committed (an allocation, an extent made written, zeroes
- * through fallocate), and the device's write cache flushed, so that the
- * range is on stable storage, on a file system as on a block device.
- * sync_file_range alone would not do: it neither commits metadata nor
- * flushes the cache.  The ranges wait in rstgt: a write is added after
- * it is done and before it is acknowledged, and RS_FLUSH takes them all
- * when it starts, so that it covers every RS_DATA acknowledged before it
- * came.  Too many ranges, a kernel without io_uring or a store that
- * refuses sync_file_range, and RS_FLUSH syncs the whole store instead.
+ * The resync target's writes go to the store like any other; the
+ * write-back of each starts at once (sync_file_range, not waited for:
+ * its range only; a large folio goes whole, with whatever else in it is
+ * dirty).  RS_FLUSH promises that every RS_DATA acknowledged before it is
+ * durable.  An fdatasync of the whole store kept that promise, but also
+ * wrote back all that the application had dirtied meanwhile, four times
+ * a second: the application's latency on the primary, which waits for
+ * our acknowledgements, suffered (4 to 5 times its p99 in sync).
+ * Instead RS_FLUSH is an fdatasync of each range the resync wrote since
+ * the last one (fdatasync_ranges: io_uring's ranged fsync, the
+ * vfs_fsync_range() that O_DSYNC writes use).  Each is what fdatasync
+ * promises, for its range: the range's data written back and waited for
+ * (mostly on its way already), the file's metadata needed to read it
+ * back committed (an allocation, an extent made written, zeroes through
+ * fallocate), and the device's write cache flushed, so that the range is
+ * on stable storage, on a file system as on a block device.
+ * sync_file_range alone would not do: it neither waits for the device,
+ * commits metadata nor flushes the cache.  The ranges wait in rstgt: a
+ * write is added after it is done and before it is acknowledged, and
+ * RS_FLUSH takes them all when it starts, so that it covers every
+ * RS_DATA acknowledged before it came.  Too many ranges, a kernel
+ * without io_uring or a store that refuses sync_file_range, and RS_FLUSH
+ * syncs the whole store instead.
  * The resync's jobs run in their own I/O threads (rsioq), so that the
  * application's writes, when they cannot be done in the loop, never wait
  * behind the resync's write-back.
@@ -1641,8 +1642,7 @@ rs_target_write(const struct rjob *rj)
 	if ((e = apply(rj->cmd, rj->off, rj->len, rj->data, 0)) != 0)
 		return e;
 	if (sync_file_range(devfd, rj->off, rj->len,
-	    SYNC_FILE_RANGE_WAIT_BEFORE | SYNC_FILE_RANGE_WRITE |
-	    SYNC_FILE_RANGE_WAIT_AFTER) == -1) {
+	    SYNC_FILE_RANGE_WRITE) == -1) {
 		if (errno != ESPIPE && errno != EINVAL && errno != ENOSYS)
 			return errno;
 		all = 1;
