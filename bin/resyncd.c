@@ -609,7 +609,8 @@ cmd_recv(int argc, char *argv[])
 #define RS_WINDOW	64		/* requests in flight */
 #define RS_TICK_USEC	200000		/* rate control and progress */
 #define RS_RATE_MIN	(4ULL << 20)
-#define RS_RATE_START	(32ULL << 20)
+#define RS_RATE_START	RS_RATE_MIN	/* up from there: a burst at the
+					   start weighs on the p99 */
 #define RS_RATE_MAX	(16ULL << 30)
 
 struct ctlconn {
@@ -627,7 +628,8 @@ struct rsjob {
 	struct ctlconn	 q, r;		/* queries; pipelined requests */
 	char		 node[160];
 	uint64_t	 rate, tokens, tok_t, moved, differ, errors;
-	uint64_t	 base_lat, last_writes, t0, last_tick, last_print;
+	uint64_t	 base_lat, base_p99, last_writes, t0, last_tick;
+	uint64_t	 last_print;
 	int		 idle;		/* nobody wrote last tick: full speed */
 	uint64_t	 remaining, outstanding_bytes;
 	int		 outstanding, tty;
@@ -739,7 +741,7 @@ query(struct rsjob *j, const char *cmd, struct kv *kv, int nkv)
 }
 
 enum { K_STATE, K_RESYNC, K_OOS, K_LAT, K_WRITES, K_NODE, K_SIZE,
-	K_CONN, K_FULL, K_EMPTY, K_N };
+	K_CONN, K_FULL, K_EMPTY, K_P99, K_N };
 
 static void
 status(struct rsjob *j, struct kv *kv)
@@ -752,6 +754,7 @@ status(struct rsjob *j, struct kv *kv)
 		    names[i]);
 	snprintf(kv[K_LAT].key, sizeof(kv[K_LAT].key), "write_lat_usec");
 	snprintf(kv[K_WRITES].key, sizeof(kv[K_WRITES].key), "writes");
+	snprintf(kv[K_P99].key, sizeof(kv[K_P99].key), "write_p99_usec");
 	snprintf(kv[K_NODE].key, sizeof(kv[K_NODE].key), "node");
 	snprintf(kv[K_SIZE].key, sizeof(kv[K_SIZE].key), "size");
 	snprintf(kv[K_CONN].key, sizeof(kv[K_CONN].key), "peer.%s.connected",
@@ -841,18 +844,27 @@ answer(struct rsjob *j, int timeout_ms)
 	warnx("%s", strncmp(line, "error: ", 7) == 0 ? line + 7 : line);
 }
 
+/* Above 1.5 times its base (0: none yet), the application suffers. */
+static int
+suffers(uint64_t v, uint64_t base)
+{
+	return base != 0 && v > base * 3 / 2 + 20;
+}
+
 /*
  * The rate: fixed, or adapted every tick.  The application's write
- * latency is compared with what it was before we started (or the lowest
- * seen since); above 1.5 times that, we halve the rate; below, we speed
- * up by a quarter.  While nobody writes we go at full speed, and start
- * again from RS_RATE_START when the application writes again.
+ * latency, its moving average and its 99th percentile (the average alone
+ * misses the few writes that wait behind the resync's I/O), is compared
+ * with what it was before we started (or the lowest seen since); either
+ * above 1.5 times that, we halve the rate; else we speed up by a
+ * quarter.  While nobody writes we go at full speed, and start again
+ * from RS_RATE_START when the application writes again.
  */
 static void
 tick(struct rsjob *j)
 {
 	struct kv	 kv[K_N];
-	uint64_t	 now = now_usec(), lat, writes;
+	uint64_t	 now = now_usec(), lat, p99, writes;
 
 	/* at full speed, look more often for an application that starts */
 	if (now - j->last_tick < (j->idle ? RS_TICK_USEC / 4 : RS_TICK_USEC))
@@ -866,6 +878,7 @@ tick(struct rsjob *j)
 	if (j->fixed_rate)
 		return;
 	lat = strtoull(kv[K_LAT].val, NULL, 10);
+	p99 = strtoull(kv[K_P99].val, NULL, 10);
 	writes = strtoull(kv[K_WRITES].val, NULL, 10);
 	if (writes == j->last_writes) {
 		j->rate = RS_RATE_MAX;		/* nobody writes: full speed */
@@ -873,14 +886,17 @@ tick(struct rsjob *j)
 	} else if (j->idle) {
 		j->rate = RS_RATE_START;	/* it writes again: from the start */
 		j->idle = 0;
-	} else if (j->base_lat == 0 || lat < j->base_lat) {
-		j->base_lat = lat;
-		j->rate = j->rate * 5 / 4;
-	} else if (lat > j->base_lat * 3 / 2 + 20) {
+	} else if (suffers(lat, j->base_lat) || suffers(p99, j->base_p99)) {
 		j->rate = j->rate / 2;
-		j->base_lat += j->base_lat / 32 + 1;	/* forget slowly */
+		/* forget slowly */
+		j->base_lat += j->base_lat / 32 + 1;
+		j->base_p99 += j->base_p99 / 32 + 1;
 	} else
 		j->rate = j->rate * 5 / 4;
+	if (j->base_lat == 0 || lat < j->base_lat)
+		j->base_lat = lat;
+	if (j->base_p99 == 0 || p99 < j->base_p99)
+		j->base_p99 = p99;
 	j->last_writes = writes;
 	if (j->rate < RS_RATE_MIN)
 		j->rate = RS_RATE_MIN;
@@ -988,7 +1004,7 @@ job_start(struct rsjob *j)
 	j->outstanding = 0;
 	j->outstanding_bytes = 0;
 	j->last_tick = j->last_print = 0;
-	j->base_lat = 0;
+	j->base_lat = j->base_p99 = 0;
 	j->idle = 0;
 }
 
@@ -1015,6 +1031,7 @@ resync_peer(struct rsjob *j, int wait_connect)
 	status(j, kv);
 	/* the application's write latency before we add to its load */
 	j->base_lat = strtoull(kv[K_LAT].val, NULL, 10);
+	j->base_p99 = strtoull(kv[K_P99].val, NULL, 10);
 	j->last_writes = strtoull(kv[K_WRITES].val, NULL, 10);
 	for (;;) {
 		status(j, kv);
