@@ -60,6 +60,8 @@
 #define RS_MAX		256		/* resync requests at once */
 #define RS_FLUSH_BYTES	(4u << 20)	/* resynced between target flushes */
 #define RS_FLUSH_USEC	250000		/* ... and at most 4 a second */
+#define RS_UNFL_MAX	(2 * RS_FLUSH_BYTES)	/* acknowledged, not durable:
+						   no more is started */
 #define RS_BUFS		64		/* resync buffers kept for reuse */
 #define RS_THREADS	2		/* the resync target's I/O threads */
 
@@ -2717,6 +2719,7 @@ rs_check(struct peer *p)
 	if (p->nunfl > 0 && !p->rs_flushing) {
 		since = now_usec() - p->rs_flush_t;
 		if ((p->rs_inflight == 0 && mp->oos_blocks == 0) ||
+		    p->unfl_bytes >= RS_UNFL_MAX ||
 		    ((p->rs_inflight == 0 || p->unfl_bytes >= RS_FLUSH_BYTES) &&
 		    since >= RS_FLUSH_USEC))
 			rs_flush(p);
@@ -2946,6 +2949,14 @@ rs_start(struct rsreq *q)
 			TAILQ_INSERT_TAIL(&rswait, q, entry);
 			return;
 		}
+	/*
+	 * What an interrupted resync repeats is what the target had not
+	 * yet made durable: however slow its flushes, no more than this.
+	 */
+	if (q->p->unfl_bytes >= RS_UNFL_MAX) {
+		TAILQ_INSERT_TAIL(&rswait, q, entry);
+		return;
+	}
 	q->active = 1;
 	q->reading = 1;
 	q->p->rs_inflight++;
@@ -3105,6 +3116,7 @@ rs_message(struct peer *p, unsigned type, const void *buf, size_t len)
 				meta_commit();
 			}
 			rs_check(p);
+			rs_release();	/* those held by RS_UNFL_MAX */
 			return 0;
 		}
 		if ((q = rs_find(p, id)) == NULL || q->acks == 0)
