@@ -2550,7 +2550,7 @@ static void
 rs_take_all(struct peer *p)
 {
 	struct meta_peer *to = &m->peer[p->slot];
-	uint64_t	  n = 0;
+	uint64_t	  was = to->oos_blocks;
 	size_t		  i;
 	int		  s;
 
@@ -2558,14 +2558,12 @@ rs_take_all(struct peer *p)
 		if (s != p->slot && m->peer[s].in_use)
 			for (i = 0; i < m->bm_bytes; i++)
 				to->bm[i] |= m->peer[s].bm[i];
-	for (i = 0; i < m->bm_bytes; i++)
-		n += __builtin_popcount(to->bm[i]);
-	if (n != to->oos_blocks) {
-		to->oos_blocks = n;
+	meta_bm_count(m, p->slot);
+	if (to->oos_blocks != was) {
 		to->bm_dirty = 1;
 		bm_gen++;
 	}
-	if (n == 0) {
+	if (to->oos_blocks == 0) {
 		log_info("peer %s: no bitmap says what the unfinished resync "
 		    "has left: every block", p->name);
 		mark_oos(p, 0, m->size);

@@ -249,8 +249,9 @@ meta_sync(struct meta *m)
 	return rv;
 }
 
-static void
-bm_count(struct meta *m, int p)
+/* meta_bm_count: count the bits set in peer p's bitmap. */
+void
+meta_bm_count(struct meta *m, int p)
 {
 	uint64_t	n = 0;
 	size_t		i;
@@ -278,7 +279,7 @@ meta_bm_flush(struct meta *m, int p)
 	    NULL, 0);
 	mp->bm_copy = copy;
 	mp->bm_seq++;
-	bm_count(m, p);
+	meta_bm_count(m, p);
 	mp->bm_dirty = 0;
 	return meta_sync(m);
 }
@@ -298,7 +299,7 @@ meta_bm_stage(struct meta *m, int p, unsigned char *snap)
 	    NULL, 0);
 	mp->bm_copy ^= 1;
 	mp->bm_seq++;
-	bm_count(m, p);
+	meta_bm_count(m, p);
 	mp->bm_dirty = 0;
 	return bm_offset(m, p, mp->bm_copy);
 }
@@ -492,7 +493,7 @@ meta_load_bitmap(struct meta *m, int p)
 		snprintf(m->warn, sizeof(m->warn), "bitmap of peer slot %d "
 		    "is corrupt: marked fully out of sync", p);
 	}
-	bm_count(m, p);
+	meta_bm_count(m, p);
 }
 
 struct meta *

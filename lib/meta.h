@@ -103,6 +103,7 @@ int	 meta_write(int, const unsigned char *, uint64_t);
 void	 meta_written(struct meta *);
 int	 meta_sync(struct meta *);
 int	 meta_bm_flush(struct meta *, int);
+void	 meta_bm_count(struct meta *, int);
 uint64_t meta_bm_stage(struct meta *, int, unsigned char *);
 int	 meta_pwrite(int, const void *, size_t, uint64_t);
 int	 meta_peer_slot(struct meta *, const char *);

@@ -23,6 +23,7 @@
 #include <sodium.h>
 
 #include "hatrio.h"
+#include "meta.h"
 #include "undo.h"
 
 #define HASH	32
@@ -43,6 +44,7 @@ struct undo {
 
 static const char	undo_magic[8] = "HTUNDO01";
 
+/* pread it all: a short file is EIO (meta.c's reads take it as zeroes) */
 static int
 full_pread(int fd, void *b, size_t n, uint64_t off)
 {
@@ -57,23 +59,6 @@ full_pread(int fd, void *b, size_t n, uint64_t off)
 			return errno;
 		if (r == 0)
 			return EIO;	/* shorter than it says */
-		done += r;
-	}
-	return 0;
-}
-
-static int
-full_pwrite(int fd, const void *b, size_t n, uint64_t off)
-{
-	ssize_t	r;
-	size_t	done = 0;
-
-	while (done < n) {
-		r = pwrite(fd, (const char *)b + done, n - done, off + done);
-		if (r == -1 && errno == EINTR)
-			continue;
-		if (r == -1)
-			return errno;
 		done += r;
 	}
 	return 0;
@@ -345,8 +330,8 @@ undo_begin(struct undo *u, const struct undo_state *st)
 	hdr_encode(b, u);
 	if (ftruncate(u->fd, 0) == -1)
 		return errno;
-	if ((e = full_pwrite(u->fd, b, UNDO_HDR, 0)) != 0)
-		return e;
+	if (meta_pwrite(u->fd, b, UNDO_HDR, 0) == -1)
+		return errno;
 	if (fsync(u->fd) == -1)
 		return errno;
 	if ((e = sync_dir(u->path)) != 0)
@@ -384,9 +369,8 @@ append(struct undo *u, int devfd, uint64_t blk, uint64_t n,
 	if ((e = full_pread(devfd, buf + UNDO_REC, len, off)) != 0)
 		return e;
 	rec_hash(buf + REC_HASHED, buf, buf + UNDO_REC, n * UNDO_BLOCK);
-	if ((e = full_pwrite(u->fd, buf, UNDO_REC + n * UNDO_BLOCK,
-	    u->end)) != 0)
-		return e;
+	if (meta_pwrite(u->fd, buf, UNDO_REC + n * UNDO_BLOCK, u->end) == -1)
+		return errno;
 	for (i = blk; i < blk + n; i++)
 		u->saved[i / 8] |= 1 << (i % 8);
 	u->end += UNDO_REC + n * UNDO_BLOCK;
@@ -539,7 +523,9 @@ restore_rec(struct undo *u, uint64_t pos, unsigned char *data, int fd,
 		return EIO;
 	if (off + len > u->size)
 		len = u->size - off;
-	return fd == -1 ? 0 : full_pwrite(fd, data, len, off);
+	if (fd != -1 && meta_pwrite(fd, data, len, off) == -1)
+		return errno;
+	return 0;
 }
 
 /*
