@@ -36,8 +36,6 @@ teardown() {
 	[ "$sent" -lt $((32 << 20)) ]
 	run -0 qemu-io -f raw -c flush "$(cl_uri a)"
 	cl_wait a peer.c.lag_bytes 0 30
-	cl_ctl a status > /tmp/rt/a.st; cl_ctl c status > /tmp/rt/c.st; cl_ctl b status > /tmp/rt/b.st
-	cp $C/*.err /tmp/rt/ ; cmp -l $C/a/disk $C/c/disk | head -5 > /tmp/rt/cmp || true
 	[ "$(cl_sum a)" = "$(cl_sum c)" ]
 }
 
