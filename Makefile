@@ -13,16 +13,17 @@ MAN8 = man/blkmirror.8 man/hbsend.8 man/hbwatch.8 man/resyncd.8 \
 MAN7 = man/hatrio-link.7
 LIBOBJ = lib/log.o lib/util.o lib/key.o lib/ctl.o lib/gi.o lib/hb.o \
 	lib/ioq.o lib/link.o lib/meta.o lib/nbd.o lib/repl.o lib/savefile.o \
-	lib/undo.o lib/fsrange.o
+	lib/undo.o lib/fsrange.o lib/lathist.o
 HDR = lib/hatrio.h lib/ctl.h lib/gi.h lib/hb.h lib/ioq.h lib/link.h \
 	lib/meta.h lib/nbd.h lib/repl.h lib/savefile.h lib/undo.h \
-	lib/fsrange.h
+	lib/fsrange.h lib/lathist.h
 LIB = lib/libhatrio.a
 
 # test tools and C unit tests, built by "make tests" and "make check"
 TESTBIN = t/wanproxy t/libcheck t/hbpkt t/linkpump
 UNIT = t/unit/util t/unit/gi t/unit/hb t/unit/link t/unit/meta \
-	t/unit/nbd t/unit/repl t/unit/savefile t/unit/undo t/unit/fsrange
+	t/unit/nbd t/unit/repl t/unit/savefile t/unit/undo t/unit/fsrange \
+	t/unit/lathist
 
 # fuzz targets (libFuzzer): "make fuzz" runs each for FUZZ_TIME seconds
 FUZZ = t/fuzz/hb t/fuzz/link_hello t/fuzz/link_frames

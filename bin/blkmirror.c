@@ -41,6 +41,7 @@
 #include "gi.h"
 #include "hatrio.h"
 #include "ioq.h"
+#include "lathist.h"
 #include "link.h"
 #include "meta.h"
 #include "nbd.h"
@@ -210,6 +211,7 @@ static unsigned char		*rsbufs[RS_BUFS];
 static int			 nrsbufs;
 static uint64_t			 wlat_ewma, wlat_n;
 static uint64_t			 wlat_p99;	/* 1/256 us */
+static struct lathist		 wlat_hist;
 static uint64_t			 flush_seen;	/* the last FLUSH, now_usec */
 static uint64_t			 ka_dead = KA_DEAD;
 static void	on_ready(struct link *, const char *);
@@ -648,17 +650,19 @@ blocked(struct nbd_req *r)
 }
 
 /*
- * An application write's latency, for resyncd's dynamic rate: a moving
- * average, and a running estimate of the 99th percentile, which a write
- * above it raises by a step and one below lowers by a 99th of that, so
- * that it settles where 1 write in 100 is above (the step is a 32nd of
- * the estimate: it follows within a second or so of writes).
+ * An application write's latency: counted in a histogram, which resyncd's
+ * dynamic rate reads ("latency"); for status, a moving average and a
+ * running estimate of the 99th percentile, which a write above it raises
+ * by a step and one below lowers by a 99th of that, so that it settles
+ * where 1 write in 100 is above (the step is a 32nd of the estimate: it
+ * follows within a second or so of writes).
  */
 static void
 lat_note(struct nbd_req *r)
 {
 	uint64_t	lat = now_usec() - r->t0, step;
 
+	lathist_add(&wlat_hist, lat);
 	if (wlat_n++ == 0) {
 		wlat_ewma = lat;
 		wlat_p99 = lat << 8;
@@ -5034,6 +5038,24 @@ promote_refused(struct evbuffer *out)
 	return 0;
 }
 
+/*
+ * "latency": the histogram of the application's write latencies since
+ * the start, a line per bucket that counted any, its largest value in
+ * microseconds as the key's suffix.  resyncd reads it twice and takes the
+ * difference.
+ */
+static void
+latency(struct evbuffer *out)
+{
+	int	i;
+
+	for (i = 0; i < LATHIST_N; i++)
+		if (wlat_hist.n[i] > 0)
+			evbuffer_add_printf(out, "write_lat.%" PRIu64 "=%"
+			    PRIu64 "\n", lathist_upper(i), wlat_hist.n[i]);
+	evbuffer_add_printf(out, "ok\n");
+}
+
 static void
 ctl_drop(struct ctlc *c)
 {
@@ -5060,6 +5082,9 @@ ctl_read(struct bufferevent *bev, void *arg)
 			ioq_reap(ioq);	/* count what is answered */
 			status(out);
 			evbuffer_add_printf(out, "ok\n");
+		} else if (strcmp(line, "latency") == 0) {
+			ioq_reap(ioq);
+			latency(out);
 		} else if (strcmp(line, "events") == 0) {
 			/* First where things stand, then the changes. */
 			uint64_t t = wall_usec();

@@ -93,6 +93,18 @@ assert names == ["", "a"], names
 	run -0 blkmirror ctl "$D/ctl.sock" status
 	[[ "$output" == *$'\nerrors=0\n'* ]]
 	[[ "$output" == *$'\nal_count=16\n'* ]]
+	writes=$(sed -n 's/^writes=//p' <<<"$output")
+	# the latency histogram counted every write, in buckets in order
+	run -0 blkmirror ctl "$D/ctl.sock" latency
+	sum=0 last=-1
+	while IFS== read -r k n; do
+		[[ "$k" =~ ^write_lat\.([0-9]+)$ ]]
+		[ "${BASH_REMATCH[1]}" -gt "$last" ]
+		last=${BASH_REMATCH[1]}
+		sum=$((sum + n))
+	done <<<"$output"
+	[ "$writes" -gt 0 ]
+	[ "$sum" = "$writes" ]
 	stop_daemon bm
 	[ "$(blk_dump_key al_count)" = 16 ]
 	[ "$(blk_dump_key al_extents)" = 0,1,2,3,4,5,6,7,8,9,10,11,12,13,14,15 ]
