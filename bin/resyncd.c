@@ -37,6 +37,7 @@
 #include <zstd.h>
 
 #include "hatrio.h"
+#include "lathist.h"
 
 #define SEED_MAGIC	"HTRSEED1"
 #define SEED_VERSION	1
@@ -608,10 +609,13 @@ cmd_recv(int argc, char *argv[])
  */
 #define RS_WINDOW	64		/* requests in flight */
 #define RS_TICK_USEC	200000		/* rate control and progress */
-#define RS_RATE_MIN	(4ULL << 20)
-#define RS_RATE_START	RS_RATE_MIN	/* up from there: a burst at the
+#define RS_RATE_MIN	(256ULL << 10)	/* DRBD's c-min-rate, 250k */
+#define RS_RATE_START	(1ULL << 20)	/* up from there: a burst at the
 					   start weighs on the p99 */
 #define RS_RATE_MAX	(16ULL << 30)
+#define RS_WIN_WRITES	200		/* a window's p99: enough writes, */
+#define RS_WIN_TICKS	5		/* or this many ticks */
+#define RS_PROBE_USEC	10000000	/* a new baseline this often */
 
 struct ctlconn {
 	int	 fd;
@@ -628,9 +632,12 @@ struct rsjob {
 	struct ctlconn	 q, r;		/* queries; pipelined requests */
 	char		 node[160];
 	uint64_t	 rate, tokens, tok_t, moved, differ, errors;
-	uint64_t	 base_lat, base_p99, last_writes, t0, last_tick;
+	uint64_t	 base_p99, t0, last_tick, last_probe;
 	uint64_t	 last_print;
+	struct lathist	 hist, win;	/* the last reading; the window */
+	int		 win_ticks, have_hist;
 	int		 idle;		/* nobody wrote last tick: full speed */
+	int		 probing;	/* 1 paused, 2 paused and measuring */
 	uint64_t	 remaining, outstanding_bytes;
 	int		 outstanding, tty;
 };
@@ -740,8 +747,8 @@ query(struct rsjob *j, const char *cmd, struct kv *kv, int nkv)
 	}
 }
 
-enum { K_STATE, K_RESYNC, K_OOS, K_LAT, K_WRITES, K_NODE, K_SIZE,
-	K_CONN, K_FULL, K_EMPTY, K_P99, K_N };
+enum { K_STATE, K_RESYNC, K_OOS, K_NODE, K_SIZE, K_CONN, K_FULL, K_EMPTY,
+	K_N };
 
 static void
 status(struct rsjob *j, struct kv *kv)
@@ -752,9 +759,6 @@ status(struct rsjob *j, struct kv *kv)
 	for (i = 0; i < 3; i++)
 		snprintf(kv[i].key, sizeof(kv[i].key), "peer.%s.%s", j->peer,
 		    names[i]);
-	snprintf(kv[K_LAT].key, sizeof(kv[K_LAT].key), "write_lat_usec");
-	snprintf(kv[K_WRITES].key, sizeof(kv[K_WRITES].key), "writes");
-	snprintf(kv[K_P99].key, sizeof(kv[K_P99].key), "write_p99_usec");
 	snprintf(kv[K_NODE].key, sizeof(kv[K_NODE].key), "node");
 	snprintf(kv[K_SIZE].key, sizeof(kv[K_SIZE].key), "size");
 	snprintf(kv[K_CONN].key, sizeof(kv[K_CONN].key), "peer.%s.connected",
@@ -844,27 +848,75 @@ answer(struct rsjob *j, int timeout_ms)
 	warnx("%s", strncmp(line, "error: ", 7) == 0 ? line + 7 : line);
 }
 
-/* Above 1.5 times its base (0: none yet), the application suffers. */
-static int
-suffers(uint64_t v, uint64_t base)
+/* blkmirror's histogram of the application's write latencies. */
+static void
+latency(struct rsjob *j, struct lathist *h)
 {
-	return base != 0 && v > base * 3 / 2 + 20;
+	char			line[128];
+	unsigned long long	upper, n;
+
+	memset(h, 0, sizeof(*h));
+	cc_send(&j->q, "latency");
+	for (;;) {
+		cc_line(&j->q, line, sizeof(line), -1);
+		if (strcmp(line, "ok") == 0)
+			return;
+		if (strncmp(line, "error: ", 7) == 0)
+			errx(EXIT_NO, "latency: %s", line + 7);
+		if (sscanf(line, "write_lat.%llu=%llu", &upper, &n) == 2)
+			h->n[lathist_bucket(upper)] += n;
+	}
 }
 
 /*
- * The rate: fixed, or adapted every tick.  The application's write
- * latency, its moving average and its 99th percentile (the average alone
- * misses the few writes that wait behind the resync's I/O), is compared
- * with what it was before we started (or the lowest seen since); either
- * above 1.5 times that, we halve the rate; else we speed up by a
- * quarter.  While nobody writes we go at full speed, and start again
- * from RS_RATE_START when the application writes again.
+ * The rate: fixed, or adapted to the application.  Its write latencies
+ * come from blkmirror's histogram, read every tick; the difference of
+ * two readings is what the writes of that stretch took.  A window is
+ * enough writes for a 99th percentile (or a second of them), compared
+ * with a baseline: the 99th percentile of a window in which no resync
+ * block was under way (the latency the application has without us).
+ * Above 1.5 times the baseline, the rate halves, down to RS_RATE_MIN;
+ * else it grows by an eighth.  The baseline is measured when writes
+ * start and then every RS_PROBE_USEC, for the application's load
+ * changes: new requests wait, those in flight are answered, then a
+ * window is measured.  While nobody writes we go at full speed.
  */
+static void
+window_end(struct rsjob *j)
+{
+	uint64_t	p99 = lathist_quantile(&j->win, 99);
+
+	char		r[32];
+
+	if (j->probing == 2) {
+		j->base_p99 = p99;
+		j->probing = 0;
+		j->last_probe = now_usec();
+		j->rate = j->rate == RS_RATE_MAX ? RS_RATE_START : j->rate;
+		log_debug("peer %s: the application's write p99 without "
+		    "resync: %" PRIu64 " us", j->peer, p99);
+	} else if (j->probing == 0 && j->base_p99 > 0) {
+		if (p99 > j->base_p99 * 3 / 2 + 20)
+			j->rate /= 2;
+		else
+			j->rate += j->rate / 8;
+		if (j->rate < RS_RATE_MIN)
+			j->rate = RS_RATE_MIN;
+		log_debug("peer %s: the application's write p99 %" PRIu64
+		    " us (%" PRIu64 " without): rate %s/s", j->peer, p99,
+		    j->base_p99, human(j->rate, r, sizeof(r)));
+	}
+	memset(&j->win, 0, sizeof(j->win));
+	j->win_ticks = 0;
+}
+
 static void
 tick(struct rsjob *j)
 {
 	struct kv	 kv[K_N];
-	uint64_t	 now = now_usec(), lat, p99, writes;
+	struct lathist	 h, d;
+	uint64_t	 now = now_usec(), n;
+	int		 i;
 
 	/* at full speed, look more often for an application that starts */
 	if (now - j->last_tick < (j->idle ? RS_TICK_USEC / 4 : RS_TICK_USEC))
@@ -877,27 +929,38 @@ tick(struct rsjob *j)
 	progress(j, 0);
 	if (j->fixed_rate)
 		return;
-	lat = strtoull(kv[K_LAT].val, NULL, 10);
-	p99 = strtoull(kv[K_P99].val, NULL, 10);
-	writes = strtoull(kv[K_WRITES].val, NULL, 10);
-	if (writes == j->last_writes) {
+	latency(j, &h);
+	lathist_sub(&d, &h, &j->hist);
+	j->hist = h;
+	if (!j->have_hist) {		/* the first reading */
+		j->have_hist = 1;
+		return;
+	}
+	if ((n = lathist_count(&d)) == 0) {
 		j->rate = RS_RATE_MAX;		/* nobody writes: full speed */
 		j->idle = 1;
-	} else if (j->idle) {
-		j->rate = RS_RATE_START;	/* it writes again: from the start */
+		j->probing = 0;
+		memset(&j->win, 0, sizeof(j->win));
+		j->win_ticks = 0;
+	} else {
+		if (j->idle || (j->probing == 0 &&
+		    now - j->last_probe >= RS_PROBE_USEC))
+			j->probing = 1;		/* a new baseline first */
 		j->idle = 0;
-	} else if (suffers(lat, j->base_lat) || suffers(p99, j->base_p99)) {
-		j->rate = j->rate / 2;
-		/* forget slowly */
-		j->base_lat += j->base_lat / 32 + 1;
-		j->base_p99 += j->base_p99 / 32 + 1;
-	} else
-		j->rate = j->rate * 5 / 4;
-	if (j->base_lat == 0 || lat < j->base_lat)
-		j->base_lat = lat;
-	if (j->base_p99 == 0 || p99 < j->base_p99)
-		j->base_p99 = p99;
-	j->last_writes = writes;
+		if (j->probing == 1) {
+			if (j->outstanding > 0)
+				return;
+			j->probing = 2;		/* from now on: measure */
+			memset(&j->win, 0, sizeof(j->win));
+			j->win_ticks = 0;
+			return;
+		}
+		for (i = 0; i < LATHIST_N; i++)
+			j->win.n[i] += d.n[i];
+		if (lathist_count(&j->win) >= RS_WIN_WRITES ||
+		    ++j->win_ticks >= RS_WIN_TICKS)
+			window_end(j);
+	}
 	if (j->rate < RS_RATE_MIN)
 		j->rate = RS_RATE_MIN;
 	if (j->rate > RS_RATE_MAX)
@@ -912,15 +975,21 @@ pace(struct rsjob *j, uint64_t len)
 
 	for (;;) {
 		now = now_usec();
-		j->tokens += (now - j->tok_t) * j->rate / 1000000;
-		j->tok_t = now;
-		if (j->tokens > burst + len)
-			j->tokens = burst + len;
-		if (j->tokens >= len) {
-			j->tokens -= len;
-			return;
+		if (j->probing) {		/* nothing new meanwhile */
+			j->tokens = 0;
+			wait = RS_TICK_USEC / 4;
+		} else {
+			j->tokens += (now - j->tok_t) * j->rate / 1000000;
+			if (j->tokens > burst + len)
+				j->tokens = burst + len;
+			if (j->tokens >= len) {
+				j->tokens -= len;
+				j->tok_t = now;
+				return;
+			}
+			wait = (len - j->tokens) * 1000000 / j->rate;
 		}
-		wait = (len - j->tokens) * 1000000 / j->rate;
+		j->tok_t = now;
 		if (j->outstanding > 0)
 			answer(j, (int)(wait / 1000) + 1);
 		else
@@ -1003,9 +1072,13 @@ job_start(struct rsjob *j)
 	j->moved = j->differ = j->errors = 0;
 	j->outstanding = 0;
 	j->outstanding_bytes = 0;
-	j->last_tick = j->last_print = 0;
-	j->base_lat = j->base_p99 = 0;
-	j->idle = 0;
+	j->last_tick = j->last_print = j->last_probe = 0;
+	j->base_p99 = 0;
+	memset(&j->win, 0, sizeof(j->win));
+	j->win_ticks = 0;
+	/* dynamic: nothing until the first ticks tell whether anyone writes */
+	j->idle = j->probing = j->fixed_rate == 0;
+	j->have_hist = 0;
 }
 
 static void
@@ -1028,11 +1101,6 @@ resync_peer(struct rsjob *j, int wait_connect)
 	int		up;
 
 	job_start(j);
-	status(j, kv);
-	/* the application's write latency before we add to its load */
-	j->base_lat = strtoull(kv[K_LAT].val, NULL, 10);
-	j->base_p99 = strtoull(kv[K_P99].val, NULL, 10);
-	j->last_writes = strtoull(kv[K_WRITES].val, NULL, 10);
 	for (;;) {
 		status(j, kv);
 		j->remaining = strtoull(kv[K_OOS].val, NULL, 10);

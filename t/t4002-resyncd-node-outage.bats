@@ -17,7 +17,7 @@ teardown() {
 
 @test "b killed and restarted: resynced while fio writes, images equal" {
 	cl_up
-	start_daemon rsa resyncd -c "$C/a/ctl.sock"
+	start_daemon rsa resyncd -v -c "$C/a/ctl.sock"
 	fio_bg fio1 a 6
 	sleep 1
 	cl_kill b
@@ -29,6 +29,10 @@ teardown() {
 	run -0 cl_status b disk
 	[ "$output" = uptodate ]
 	wait_bg fio1
+	# the dynamic rate measured the application's latency without the
+	# resync before it sent a block, and went by it
+	run -0 grep "peer b: the application's write p99 without resync: [0-9]* us$" "$BATS_TEST_TMPDIR/rsa.err"
+	run -0 grep -E "peer b: the application's write p99 [0-9]+ us \([0-9]+ without\): rate [0-9.]+ [KMG]iB/s$" "$BATS_TEST_TMPDIR/rsa.err"
 	[ "$(cl_sum a)" = "$(cl_sum b)" ]
 	# only what changed moved, not the whole disk
 	sent=$(cl_status a peer.b.resync_sent_bytes)
