@@ -212,6 +212,8 @@ static uint64_t			 wlat_ewma, wlat_n;
 static uint64_t			 wlat_p99;	/* 1/256 us */
 static uint64_t			 flush_seen;	/* the last FLUSH, now_usec */
 static uint64_t			 ka_dead = KA_DEAD;
+static int			 incons_pending;	/* incons_check */
+static int			 rs_lost;	/* our resync source left */
 static void	on_ready(struct link *, const char *);
 static void	on_message(struct link *, unsigned, const void *, size_t);
 static void	on_close(struct link *, const char *);
@@ -230,6 +232,7 @@ static void	finish_write(struct nbd_req *, int);
 static void	io_error(struct nbd_req *, int);
 static void	peer_down(struct peer *, const char *);
 static uint32_t	my_flags(struct peer *);
+static void	incons_later(void);
 static void	release_held(void);
 static void	repl_write(struct nbd_req *);
 static void	repl_flush(struct nbd_req *);
@@ -261,6 +264,7 @@ static void	dl_status(struct evbuffer *);
 static int	dl_state;	/* DL_*, see "diskless" */
 static void	rs_release(void);
 static void	rs_take_all(struct peer *);
+static void	rs_share(struct peer *);
 static int	undo_mark_inconsistent(struct peer *);
 static int	repair_begin(struct peer *);
 static void	repair_later(void);
@@ -986,6 +990,8 @@ peer_flags_changed(void)
 		p->sent_flags = f;
 		link_send(p->link, REPL_STATE, b, repl_state_enc(b, f));
 	}
+	/* Ours or a peer's changed: maybe a peer's source now. */
+	incons_later();
 }
 
 static uint32_t
@@ -998,7 +1004,13 @@ my_flags(struct peer *to)
 		f |= REPL_F_PRIMARY;
 	if (crashed)
 		f |= REPL_F_CRASHED;
-	if (!(m->flags & META_F_CONSISTENT) && dl_state == DL_NORMAL)
+	/*
+	 * The repairer (see repair_begin) made our data inconsistent with
+	 * its own resync: to it that is no news, and it must not take it
+	 * for a resync from elsewhere (see incons_check).
+	 */
+	if (!(m->flags & META_F_CONSISTENT) && dl_state == DL_NORMAL &&
+	    to != repairer)
 		f |= REPL_F_INCONSISTENT;
 	TAILQ_FOREACH(p, &peers, entry)
 		if (p != to && p->link != NULL && p->hello &&
@@ -1369,6 +1381,9 @@ peer_down(struct peer *p, const char *reason)
 	struct reqq	 again;
 	int		 was = p->hello, insync = p->st == PS_UPTODATE;
 
+	if (was && p->st == PS_SYNC_TARGET && !primary)
+		rs_lost = 1;	/* see incons_check */
+
 	TAILQ_INIT(&again);
 	p->link = NULL;
 	p->hello = 0;
@@ -1498,6 +1513,84 @@ on_hello(struct peer *p, const struct repl_hello *h)
 	dl_pull_next();
 	quorum_check();
 	peer_flags_changed();
+}
+
+/*
+ * A peer we count up to date may say in a STATE that its data is
+ * inconsistent now: a resync into it from another node began after its
+ * HELLO (see rs_ready).  As in DRBD, it is up to date no more for a
+ * primary, which becomes its sync source: the primary's data is the one
+ * it must have.  The link is closed with p out of sync first, and the
+ * HELLO that follows decides as for any unfinished resync (gi_decide,
+ * rs_hello): this node the source, p the target, which asks for the
+ * blocks of every bitmap it keeps.  A secondary leaves p to the node
+ * resyncing it, which may have data this one lacks (a primary's activity
+ * log after its crash), until p loses that source: then p itself asks
+ * its consistent peers again (rs_lost).  Run from the loop
+ * (incons_later), never from inside a link's callback.
+ */
+static void
+incons_check(evutil_socket_t fd, short what, void *arg)
+{
+	struct peer	*p;
+	int		 lost = rs_lost;
+
+	(void)fd;
+	(void)what;
+	(void)arg;
+	incons_pending = 0;
+	rs_lost = 0;
+	if (dl_state != DL_NORMAL)
+		return;
+	if (!(m->flags & META_F_CONSISTENT)) {
+		/* Our resync lost its source: on with another, if any. */
+		if (!lost || primary || repairer != NULL)
+			return;
+		TAILQ_FOREACH(p, &peers, entry)
+			if (p->link != NULL && p->hello &&
+			    p->st == PS_SYNC_TARGET)
+				return;
+		TAILQ_FOREACH(p, &peers, entry) {
+			if (p->link == NULL || !p->hello ||
+			    p->st != PS_UPTODATE ||
+			    (p->flags & (REPL_F_INCONSISTENT |
+			    REPL_F_PRIMARY)))
+				continue;
+			log_info("peer %s: the resync source is gone: "
+			    "comparing again to go on from this peer",
+			    p->name);
+			link_close(p->link, "resync source lost: comparing "
+			    "again");
+		}
+		return;
+	}
+	if (!primary)
+		return;
+	TAILQ_FOREACH(p, &peers, entry) {
+		if (p->link == NULL || !p->hello || p->st != PS_UPTODATE ||
+		    !(p->flags & REPL_F_INCONSISTENT))
+			continue;
+		log_info("peer %s: its data is inconsistent: this node "
+		    "becomes its sync source", p->name);
+		emit("peer-inconsistent", "peer=%s", p->name);
+		p->st = PS_NEEDS_RESYNC;
+		link_close(p->link, "data inconsistent since the handshake: "
+		    "comparing again");
+	}
+}
+
+static void
+incons_later(void)
+{
+	struct timeval	tv = { 0, 0 };
+
+	if (incons_pending)
+		return;
+	if (event_base_once(base, -1, EV_TIMEOUT, incons_check, NULL,
+	    &tv) == -1)
+		log_warnx("event_base_once");
+	else
+		incons_pending = 1;
 }
 
 static void
@@ -2544,7 +2637,8 @@ rs_send_bitmap(struct peer *p)
  * came from, and p may be another: the target asks p for the blocks of
  * every bitmap it keeps (more than needed at worst, never less).  When no
  * bitmap has a block, nothing says what is missing: every block.  (With
- * different generations the source's own bitmap for us covers it.)
+ * different generations the source's own bitmap for us covers what it
+ * wrote since; what a resync from another node left, rs_share put there.)
  */
 static void
 rs_take_all(struct peer *p)
@@ -2567,6 +2661,34 @@ rs_take_all(struct peer *p)
 		log_info("peer %s: no bitmap says what the unfinished resync "
 		    "has left: every block", p->name);
 		mark_oos(p, 0, m->size);
+	}
+}
+
+/*
+ * Our data turns inconsistent for a resync from p: the peers that count
+ * us up to date learn it (a STATE) and a primary among them becomes our
+ * source too (incons_check), now or once promoted.  If it goes on without
+ * us meanwhile, its new generation makes that a resync from its bitmap,
+ * which must also hold what p's resync has still to move: p's bits are
+ * added to the bitmap of each of them.
+ */
+static void
+rs_share(struct peer *p)
+{
+	struct meta_peer *from = &m->peer[p->slot], *to;
+	struct peer	*q;
+	size_t		 i;
+
+	TAILQ_FOREACH(q, &peers, entry) {
+		if (q == p || q->link == NULL || !q->hello ||
+		    q->st != PS_UPTODATE)
+			continue;
+		to = &m->peer[q->slot];
+		for (i = 0; i < m->bm_bytes; i++)
+			to->bm[i] |= from->bm[i];
+		meta_bm_count(m, q->slot);
+		to->bm_dirty = 1;
+		bm_gen++;
 	}
 }
 
@@ -2634,8 +2756,10 @@ rs_ready(struct peer *p)
 			m->flags &= ~(META_F_CONSISTENT | META_F_UPTODATE);
 			bm_gen++;
 		}
+		rs_share(p);
 	}
 	meta_commit();
+	peer_flags_changed();	/* to the others: inconsistent now */
 	if (p->st == PS_SPLIT) {
 		sb_ready(p);
 		return;
@@ -2732,6 +2856,7 @@ rs_check(struct peer *p)
 	    m->gi_current, h)) == -1)
 		return;
 	p->st = PS_UPTODATE;
+	p->flags &= ~REPL_F_INCONSISTENT;	/* its STATE is on the way */
 	mp->bitmap_gi = 0;
 	bm_gen++;
 	meta_commit();
@@ -4092,6 +4217,8 @@ on_message(struct link *l, unsigned type, const void *buf, size_t len)
 		p->flags = fl;
 		if (!primary)
 			peer_flags_changed();
+		else
+			incons_later();
 		return;
 	case REPL_GI:
 		if (repl_gi_dec(buf, len, &cur, hist) == -1)
