@@ -301,9 +301,9 @@ usage(void)
 	    "                 [-q policy] [-t [host:]port] -c ctlsock "
 	    "-l nbdsock\n"
 	    "                 -m meta -n node device\n"
-	    "       blkmirror init [-Ef] [-a extents] [-g gi] -m meta -n node "
-	    "device\n"
-	    "                 [size]\n"
+	    "       blkmirror init [-Ef] [-a extents] [-g gi] [-J journal] "
+	    "-m meta\n"
+	    "                 -n node device [size]\n"
 	    "       blkmirror dump -m meta\n"
 	    "       blkmirror ctl ctlsock command\n");
 	exit(EXIT_USAGE);
@@ -5488,18 +5488,22 @@ peers_start(const char *listen_at)
 static int
 cmd_init(int argc, char *argv[])
 {
-	const char	*meta = NULL, *node = NULL, *e;
+	const char	*meta = NULL, *node = NULL, *journal = NULL, *e;
 	char		 errbuf[512];
 	uint64_t	 size = 0, al = META_AL_DEFAULT, dsize;
 	int		 ch, force = 0, fd, empty = 0, i;
 	uint64_t	 gi = 0;
 	char		*ep, *path;
 	struct meta	*md;
+	struct stat	 js, os;
 
-	while ((ch = getopt(argc, argv, "a:Efg:m:n:")) != -1) {
+	while ((ch = getopt(argc, argv, "a:EfJ:g:m:n:")) != -1) {
 		switch (ch) {
 		case 'E':
 			empty = 1;
+			break;
+		case 'J':
+			journal = optarg;
 			break;
 		case 'g':
 			gi = strtoull(optarg, &ep, 16);
@@ -5543,6 +5547,16 @@ cmd_init(int argc, char *argv[])
 	}
 	if (!force && access(meta, F_OK) == 0)
 		errx(EXIT_USAGE, "%s: exists; init -f replaces it", meta);
+	/* It is removed below: never the metadata, the store or a device. */
+	if (journal != NULL && lstat(journal, &js) == 0) {
+		if (!S_ISREG(js.st_mode))
+			errx(EXIT_USAGE, "-J %s: not a regular file", journal);
+		for (i = 0; i < 2; i++)
+			if (stat(i ? argv[0] : meta, &os) == 0 &&
+			    os.st_dev == js.st_dev && os.st_ino == js.st_ino)
+				errx(EXIT_USAGE, "-J %s: is the %s", journal,
+				    i ? "backing store" : "metadata file");
+	}
 	if ((fd = open(argv[0], O_RDONLY | O_CLOEXEC)) == -1 ||
 	    store_size(fd, &dsize) == -1)
 		err(EXIT_SYS, "%s", argv[0]);
@@ -5581,6 +5595,16 @@ cmd_init(int argc, char *argv[])
 			err(EXIT_SYS, "%s", path);
 		free(path);
 	}
+	/*
+	 * And the DR journal the daemon is given elsewhere (its -J); a name
+	 * that did not exist above may be the new metadata's.
+	 */
+	if (journal != NULL && lstat(journal, &js) == 0 &&
+	    stat(meta, &os) == 0 && os.st_dev == js.st_dev &&
+	    os.st_ino == js.st_ino)
+		errx(EXIT_USAGE, "-J %s: is the metadata file", journal);
+	if (journal != NULL && unlink(journal) == -1 && errno != ENOENT)
+		err(EXIT_SYS, "%s", journal);
 	return EXIT_OK;
 }
 
