@@ -2198,15 +2198,18 @@ journal_recover(void)
  * but the metadata never marked inconsistent.
  */
 
-/* Begin the journal for a resync from p; -1 (p's link closed) if not. */
+/*
+ * Begin the journal for a resync from p; -1 (p's link closed) if not.
+ * Only with none active: a journal begun before keeps the image from
+ * before an earlier resync, which the callers keep (undo_begin would
+ * refuse with EBUSY).
+ */
 static int
 undo_start(struct peer *p)
 {
 	struct undo_state st;
 	int		  e;
 
-	if (undo_active(undo))
-		return 0;	/* the image from before an earlier one */
 	memset(&st, 0, sizeof(st));
 	st.flags = m->flags;
 	st.gi_current = m->gi_current;
@@ -2244,13 +2247,13 @@ settle(void)
 {
 	uint64_t	until = now_usec() + 30000000;
 
-	while (ioq != NULL && (disk_inflight > 0 || metabusy)) {
+	/* (the I/O threads exist before anything can call it) */
+	while (disk_inflight > 0 || metabusy) {
 		if (now_usec() > until)
 			return -1;
 		usleep(1000);
 		ioq_reap(ioq);
-		if (rsioq != NULL)
-			ioq_reap(rsioq);
+		ioq_reap(rsioq);
 	}
 	return 0;
 }
@@ -2419,7 +2422,8 @@ repair_begin(struct peer *p)
 	repair_until = jb_total + 1;
 	if (repairer != NULL || !(m->flags & META_F_CONSISTENT))
 		return 0;
-	if (undo_start(p) == -1)
+	/* (consistent with a journal only if dropping it failed) */
+	if (!undo_active(undo) && undo_start(p) == -1)
 		return -1;
 	if (undo_mark_inconsistent(p) == -1)
 		return -1;
