@@ -214,6 +214,8 @@ static uint64_t			 wlat_p99;	/* 1/256 us */
 static struct lathist		 wlat_hist;
 static uint64_t			 flush_seen;	/* the last FLUSH, now_usec */
 static uint64_t			 ka_dead = KA_DEAD;
+static int			 incons_pending;	/* incons_check */
+static int			 rs_lost;	/* our resync source left */
 static void	on_ready(struct link *, const char *);
 static void	on_message(struct link *, unsigned, const void *, size_t);
 static void	on_close(struct link *, const char *);
@@ -232,6 +234,7 @@ static void	finish_write(struct nbd_req *, int);
 static void	io_error(struct nbd_req *, int);
 static void	peer_down(struct peer *, const char *);
 static uint32_t	my_flags(struct peer *);
+static void	incons_later(void);
 static void	release_held(void);
 static void	repl_write(struct nbd_req *);
 static void	repl_flush(struct nbd_req *);
@@ -263,6 +266,7 @@ static void	dl_status(struct evbuffer *);
 static int	dl_state;	/* DL_*, see "diskless" */
 static void	rs_release(void);
 static void	rs_take_all(struct peer *);
+static void	rs_share(struct peer *);
 static int	undo_mark_inconsistent(struct peer *);
 static int	repair_begin(struct peer *);
 static void	repair_later(void);
@@ -299,9 +303,9 @@ usage(void)
 	    "                 [-q policy] [-t [host:]port] -c ctlsock "
 	    "-l nbdsock\n"
 	    "                 -m meta -n node device\n"
-	    "       blkmirror init [-Ef] [-a extents] [-g gi] -m meta -n node "
-	    "device\n"
-	    "                 [size]\n"
+	    "       blkmirror init [-Ef] [-a extents] [-g gi] [-J journal] "
+	    "-m meta\n"
+	    "                 -n node device [size]\n"
 	    "       blkmirror dump -m meta\n"
 	    "       blkmirror ctl ctlsock command\n");
 	exit(EXIT_USAGE);
@@ -990,6 +994,8 @@ peer_flags_changed(void)
 		p->sent_flags = f;
 		link_send(p->link, REPL_STATE, b, repl_state_enc(b, f));
 	}
+	/* Ours or a peer's changed: maybe a peer's source now. */
+	incons_later();
 }
 
 static uint32_t
@@ -1002,7 +1008,13 @@ my_flags(struct peer *to)
 		f |= REPL_F_PRIMARY;
 	if (crashed)
 		f |= REPL_F_CRASHED;
-	if (!(m->flags & META_F_CONSISTENT) && dl_state == DL_NORMAL)
+	/*
+	 * The repairer (see repair_begin) made our data inconsistent with
+	 * its own resync: to it that is no news, and it must not take it
+	 * for a resync from elsewhere (see incons_check).
+	 */
+	if (!(m->flags & META_F_CONSISTENT) && dl_state == DL_NORMAL &&
+	    to != repairer)
 		f |= REPL_F_INCONSISTENT;
 	TAILQ_FOREACH(p, &peers, entry)
 		if (p != to && p->link != NULL && p->hello &&
@@ -1373,6 +1385,9 @@ peer_down(struct peer *p, const char *reason)
 	struct reqq	 again;
 	int		 was = p->hello, insync = p->st == PS_UPTODATE;
 
+	if (was && p->st == PS_SYNC_TARGET && !primary)
+		rs_lost = 1;	/* see incons_check */
+
 	TAILQ_INIT(&again);
 	p->link = NULL;
 	p->hello = 0;
@@ -1502,6 +1517,84 @@ on_hello(struct peer *p, const struct repl_hello *h)
 	dl_pull_next();
 	quorum_check();
 	peer_flags_changed();
+}
+
+/*
+ * A peer we count up to date may say in a STATE that its data is
+ * inconsistent now: a resync into it from another node began after its
+ * HELLO (see rs_ready).  As in DRBD, it is up to date no more for a
+ * primary, which becomes its sync source: the primary's data is the one
+ * it must have.  The link is closed with p out of sync first, and the
+ * HELLO that follows decides as for any unfinished resync (gi_decide,
+ * rs_hello): this node the source, p the target, which asks for the
+ * blocks of every bitmap it keeps.  A secondary leaves p to the node
+ * resyncing it, which may have data this one lacks (a primary's activity
+ * log after its crash), until p loses that source: then p itself asks
+ * its consistent peers again (rs_lost).  Run from the loop
+ * (incons_later), never from inside a link's callback.
+ */
+static void
+incons_check(evutil_socket_t fd, short what, void *arg)
+{
+	struct peer	*p;
+	int		 lost = rs_lost;
+
+	(void)fd;
+	(void)what;
+	(void)arg;
+	incons_pending = 0;
+	rs_lost = 0;
+	if (dl_state != DL_NORMAL)
+		return;
+	if (!(m->flags & META_F_CONSISTENT)) {
+		/* Our resync lost its source: on with another, if any. */
+		if (!lost || primary || repairer != NULL)
+			return;
+		TAILQ_FOREACH(p, &peers, entry)
+			if (p->link != NULL && p->hello &&
+			    p->st == PS_SYNC_TARGET)
+				return;
+		TAILQ_FOREACH(p, &peers, entry) {
+			if (p->link == NULL || !p->hello ||
+			    p->st != PS_UPTODATE ||
+			    (p->flags & (REPL_F_INCONSISTENT |
+			    REPL_F_PRIMARY)))
+				continue;
+			log_info("peer %s: the resync source is gone: "
+			    "comparing again to go on from this peer",
+			    p->name);
+			link_close(p->link, "resync source lost: comparing "
+			    "again");
+		}
+		return;
+	}
+	if (!primary)
+		return;
+	TAILQ_FOREACH(p, &peers, entry) {
+		if (p->link == NULL || !p->hello || p->st != PS_UPTODATE ||
+		    !(p->flags & REPL_F_INCONSISTENT))
+			continue;
+		log_info("peer %s: its data is inconsistent: this node "
+		    "becomes its sync source", p->name);
+		emit("peer-inconsistent", "peer=%s", p->name);
+		p->st = PS_NEEDS_RESYNC;
+		link_close(p->link, "data inconsistent since the handshake: "
+		    "comparing again");
+	}
+}
+
+static void
+incons_later(void)
+{
+	struct timeval	tv = { 0, 0 };
+
+	if (incons_pending)
+		return;
+	if (event_base_once(base, -1, EV_TIMEOUT, incons_check, NULL,
+	    &tv) == -1)
+		log_warnx("event_base_once");
+	else
+		incons_pending = 1;
 }
 
 static void
@@ -2109,15 +2202,18 @@ journal_recover(void)
  * but the metadata never marked inconsistent.
  */
 
-/* Begin the journal for a resync from p; -1 (p's link closed) if not. */
+/*
+ * Begin the journal for a resync from p; -1 (p's link closed) if not.
+ * Only with none active: a journal begun before keeps the image from
+ * before an earlier resync, which the callers keep (undo_begin would
+ * refuse with EBUSY).
+ */
 static int
 undo_start(struct peer *p)
 {
 	struct undo_state st;
 	int		  e;
 
-	if (undo_active(undo))
-		return 0;	/* the image from before an earlier one */
 	memset(&st, 0, sizeof(st));
 	st.flags = m->flags;
 	st.gi_current = m->gi_current;
@@ -2155,13 +2251,13 @@ settle(void)
 {
 	uint64_t	until = now_usec() + 30000000;
 
-	while (ioq != NULL && (disk_inflight > 0 || metabusy)) {
+	/* (the I/O threads exist before anything can call it) */
+	while (disk_inflight > 0 || metabusy) {
 		if (now_usec() > until)
 			return -1;
 		usleep(1000);
 		ioq_reap(ioq);
-		if (rsioq != NULL)
-			ioq_reap(rsioq);
+		ioq_reap(rsioq);
 	}
 	return 0;
 }
@@ -2330,7 +2426,8 @@ repair_begin(struct peer *p)
 	repair_until = jb_total + 1;
 	if (repairer != NULL || !(m->flags & META_F_CONSISTENT))
 		return 0;
-	if (undo_start(p) == -1)
+	/* (consistent with a journal only if dropping it failed) */
+	if (!undo_active(undo) && undo_start(p) == -1)
 		return -1;
 	if (undo_mark_inconsistent(p) == -1)
 		return -1;
@@ -2548,7 +2645,8 @@ rs_send_bitmap(struct peer *p)
  * came from, and p may be another: the target asks p for the blocks of
  * every bitmap it keeps (more than needed at worst, never less).  When no
  * bitmap has a block, nothing says what is missing: every block.  (With
- * different generations the source's own bitmap for us covers it.)
+ * different generations the source's own bitmap for us covers what it
+ * wrote since; what a resync from another node left, rs_share put there.)
  */
 static void
 rs_take_all(struct peer *p)
@@ -2571,6 +2669,34 @@ rs_take_all(struct peer *p)
 		log_info("peer %s: no bitmap says what the unfinished resync "
 		    "has left: every block", p->name);
 		mark_oos(p, 0, m->size);
+	}
+}
+
+/*
+ * Our data turns inconsistent for a resync from p: the peers that count
+ * us up to date learn it (a STATE) and a primary among them becomes our
+ * source too (incons_check), now or once promoted.  If it goes on without
+ * us meanwhile, its new generation makes that a resync from its bitmap,
+ * which must also hold what p's resync has still to move: p's bits are
+ * added to the bitmap of each of them.
+ */
+static void
+rs_share(struct peer *p)
+{
+	struct meta_peer *from = &m->peer[p->slot], *to;
+	struct peer	*q;
+	size_t		 i;
+
+	TAILQ_FOREACH(q, &peers, entry) {
+		if (q == p || q->link == NULL || !q->hello ||
+		    q->st != PS_UPTODATE)
+			continue;
+		to = &m->peer[q->slot];
+		for (i = 0; i < m->bm_bytes; i++)
+			to->bm[i] |= from->bm[i];
+		meta_bm_count(m, q->slot);
+		to->bm_dirty = 1;
+		bm_gen++;
 	}
 }
 
@@ -2638,8 +2764,10 @@ rs_ready(struct peer *p)
 			m->flags &= ~(META_F_CONSISTENT | META_F_UPTODATE);
 			bm_gen++;
 		}
+		rs_share(p);
 	}
 	meta_commit();
+	peer_flags_changed();	/* to the others: inconsistent now */
 	if (p->st == PS_SPLIT) {
 		sb_ready(p);
 		return;
@@ -2736,6 +2864,7 @@ rs_check(struct peer *p)
 	    m->gi_current, h)) == -1)
 		return;
 	p->st = PS_UPTODATE;
+	p->flags &= ~REPL_F_INCONSISTENT;	/* its STATE is on the way */
 	mp->bitmap_gi = 0;
 	bm_gen++;
 	meta_commit();
@@ -4096,6 +4225,8 @@ on_message(struct link *l, unsigned type, const void *buf, size_t len)
 		p->flags = fl;
 		if (!primary)
 			peer_flags_changed();
+		else
+			incons_later();
 		return;
 	case REPL_GI:
 		if (repl_gi_dec(buf, len, &cur, hist) == -1)
@@ -5386,18 +5517,22 @@ peers_start(const char *listen_at)
 static int
 cmd_init(int argc, char *argv[])
 {
-	const char	*meta = NULL, *node = NULL, *e;
+	const char	*meta = NULL, *node = NULL, *journal = NULL, *e;
 	char		 errbuf[512];
 	uint64_t	 size = 0, al = META_AL_DEFAULT, dsize;
 	int		 ch, force = 0, fd, empty = 0, i;
 	uint64_t	 gi = 0;
 	char		*ep, *path;
 	struct meta	*md;
+	struct stat	 js, os;
 
-	while ((ch = getopt(argc, argv, "a:Efg:m:n:")) != -1) {
+	while ((ch = getopt(argc, argv, "a:EfJ:g:m:n:")) != -1) {
 		switch (ch) {
 		case 'E':
 			empty = 1;
+			break;
+		case 'J':
+			journal = optarg;
 			break;
 		case 'g':
 			gi = strtoull(optarg, &ep, 16);
@@ -5441,6 +5576,16 @@ cmd_init(int argc, char *argv[])
 	}
 	if (!force && access(meta, F_OK) == 0)
 		errx(EXIT_USAGE, "%s: exists; init -f replaces it", meta);
+	/* It is removed below: never the metadata, the store or a device. */
+	if (journal != NULL && lstat(journal, &js) == 0) {
+		if (!S_ISREG(js.st_mode))
+			errx(EXIT_USAGE, "-J %s: not a regular file", journal);
+		for (i = 0; i < 2; i++)
+			if (stat(i ? argv[0] : meta, &os) == 0 &&
+			    os.st_dev == js.st_dev && os.st_ino == js.st_ino)
+				errx(EXIT_USAGE, "-J %s: is the %s", journal,
+				    i ? "backing store" : "metadata file");
+	}
 	if ((fd = open(argv[0], O_RDONLY | O_CLOEXEC)) == -1 ||
 	    store_size(fd, &dsize) == -1)
 		err(EXIT_SYS, "%s", argv[0]);
@@ -5479,6 +5624,16 @@ cmd_init(int argc, char *argv[])
 			err(EXIT_SYS, "%s", path);
 		free(path);
 	}
+	/*
+	 * And the DR journal the daemon is given elsewhere (its -J); a name
+	 * that did not exist above may be the new metadata's.
+	 */
+	if (journal != NULL && lstat(journal, &js) == 0 &&
+	    stat(meta, &os) == 0 && os.st_dev == js.st_dev &&
+	    os.st_ino == js.st_ino)
+		errx(EXIT_USAGE, "-J %s: is the metadata file", journal);
+	if (journal != NULL && unlink(journal) == -1 && errno != ENOENT)
+		err(EXIT_SYS, "%s", journal);
 	return EXIT_OK;
 }
 

@@ -68,7 +68,7 @@ enum repl_type {
 #define REPL_F_PEER_PRIMARY	0x04	/* connected to another primary */
 #define REPL_F_INSYNC		0x08	/* STATE: the sender counts us as
 					   in sync */
-#define REPL_F_INCONSISTENT	0x10	/* HELLO: a resync into the sender
+#define REPL_F_INCONSISTENT	0x10	/* a resync into the sender
 					   is unfinished */
 
 /* DATA and FLUSH flags */

@@ -55,6 +55,32 @@ teardown() {
 	[ ! -e "$D/meta.undo" ]
 }
 
+@test "init -f -J drops the DR journal the daemon is given with -J too" {
+	blk_init 64M
+	echo stale >"$D/meta.journal"
+	echo stale >"$D/dr.journal"
+	run -0 --separate-stderr blkmirror init -f -J "$D/dr.journal" \
+	    -m "$D/meta" -n a "$D/disk"
+	[ "$stderr" = "" ]
+	[ ! -e "$D/dr.journal" ]
+	[ ! -e "$D/meta.journal" ]
+	# what it would remove is never the metadata, the store or a device
+	gi=$(blk_dump_key gi_current)
+	run -100 --separate-stderr blkmirror init -f -J "$D/meta" \
+	    -m "$D/meta" -n a "$D/disk"
+	[ "$stderr" = "blkmirror: -J $D/meta: is the metadata file" ]
+	[ "$(blk_dump_key gi_current)" = "$gi" ]
+	run -100 --separate-stderr blkmirror init -f -J "$D/disk" \
+	    -m "$D/meta" -n a "$D/disk"
+	[ "$stderr" = "blkmirror: -J $D/disk: is the backing store" ]
+	[ "$(stat -c %s "$D/disk")" = 67108864 ]
+	run -100 --separate-stderr blkmirror init -f -J /dev/null \
+	    -m "$D/meta" -n a "$D/disk"
+	[ "$stderr" = "blkmirror: -J /dev/null: not a regular file" ]
+	[ -c /dev/null ]
+	[ "$(blk_dump_key gi_current)" = "$gi" ]
+}
+
 @test "a damaged undo journal stops the start, named, and is kept" {
 	blk_init 64M
 	head -c 8192 /dev/urandom >"$D/meta.undo"
