@@ -148,6 +148,7 @@ struct ctlc {
 	TAILQ_ENTRY(ctlc)	 entry;
 	struct bufferevent	*bev;
 	int			 events;
+	int			 skip;		/* in a line too long */
 };
 
 static struct event_base	*base;
@@ -5049,8 +5050,23 @@ ctl_read(struct bufferevent *bev, void *arg)
 	struct ctlc	*c = arg;
 	struct evbuffer	*in = bufferevent_get_input(bev);
 	struct evbuffer	*out = bufferevent_get_output(bev);
+	struct evbuffer_ptr ep;
 	char		*line;
 
+again:
+	if (c->skip) {
+		/* The rest of a line too long goes, then the answer. */
+		ep = evbuffer_search(in, "\n", 1, NULL);
+		if (ep.pos == -1) {
+			evbuffer_drain(in, evbuffer_get_length(in));
+			return;
+		}
+		evbuffer_drain(in, ep.pos + 1);
+		c->skip = 0;
+		if (!c->events)
+			evbuffer_add_printf(out, "error: line too long (at "
+			    "most %d bytes)\n", CTL_LINE_MAX);
+	}
 	while ((line = evbuffer_readln(in, NULL, EVBUFFER_EOL_LF)) != NULL) {
 		if (c->events) {
 			free(line);
@@ -5122,8 +5138,9 @@ ctl_read(struct bufferevent *bev, void *arg)
 		free(line);
 	}
 	if (evbuffer_get_length(in) > CTL_LINE_MAX) {
-		log_warnx("control client: line too long, dropped");
-		ctl_drop(c);
+		log_warnx("control client: line too long, refused");
+		c->skip = 1;
+		goto again;
 	}
 }
 
