@@ -1,6 +1,6 @@
 #!/usr/bin/env bats
-# Probes of failover sequences: an old primary that comes back must not
-# act as a second primary next to the one promoted meanwhile.
+# Probes of failover sequences: a node started with -p must not
+# act as a second primary next to another one.
 
 load lib/common
 load lib/cluster
@@ -31,4 +31,27 @@ teardown() {
 	[ "$status" -ne 0 ]
 	run -0 qemu-io -f raw -c 'read -P 2 0 512k' -c 'read -P 1 512k 512k' \
 	    "$(cl_uri b)"
+}
+
+@test "a and b both started with -p: not both acknowledge writes, no silent divergence" {
+	cl_start a -p
+	cl_start b -p
+	cl_start c
+	cl_wait a peer.b.connected 1
+	cl_wait b peer.a.connected 1
+	cl_wait a peer.c.connected 1
+	cl_wait b peer.c.connected 1
+	run timeout 5 qemu-io -f raw -c 'write -P 1 0 64k' "$(cl_uri a)"
+	sa=$status
+	run timeout 5 qemu-io -f raw -c 'write -P 2 0 64k' "$(cl_uri b)"
+	sb=$status
+	echo "a: $sa b: $sb"
+	[ "$sa" -ne 0 ] || [ "$sb" -ne 0 ]
+	# nodes that call each other up to date hold the same image
+	if [ "$(cl_status a peer.b.state)" = uptodate ] &&
+	    [ "$(cl_status b peer.a.state)" = uptodate ]; then
+		cl_stop a
+		cl_stop b
+		[ "$(cl_sum a)" = "$(cl_sum b)" ]
+	fi
 }
