@@ -5279,6 +5279,8 @@ on_signal(evutil_socket_t sig, short what, void *arg)
 	stop_tick(-1, 0, tick);
 }
 
+static int	check_port_ok(const char *);
+
 /* -P name=host:port,sync|async */
 static void
 peer_option(char *arg)
@@ -5297,7 +5299,12 @@ peer_option(char *arg)
 		p->async = 1;
 	else if (strcmp(comma + 1, "sync") != 0)
 		errx(EXIT_USAGE, "-P %s: mode is sync or async", arg);
-	*comma = *colon = '\0';
+	*comma = '\0';
+	if (check_port_ok(colon + 1) == 0) {
+		*comma = ',';
+		errx(EXIT_USAGE, "-P %s: bad port", arg);
+	}
+	*colon = '\0';
 	p->host = eq + 1;
 	p->port = colon + 1;
 	if (p->host[0] == '[' && p->host[strlen(p->host) - 1] == ']') {
@@ -5310,6 +5317,32 @@ peer_option(char *arg)
 	TAILQ_INSERT_TAIL(&peers, p, entry);
 	if (++npeers > META_PEERS)
 		errx(EXIT_USAGE, "-P: at most %d peers", META_PEERS);
+}
+
+/*
+ * check_port_ok: whether port is a number from 1 to 65535 (a name, or a
+ * number getaddrinfo() would cut to 16 bits, is a mistake).
+ */
+static int
+check_port_ok(const char *port)
+{
+	char		*end;
+	unsigned long	 v;
+
+	errno = 0;
+	v = strtoul(port, &end, 10);
+	return *port >= '0' && *port <= '9' && *end == '\0' && errno == 0 &&
+	    v >= 1 && v <= 65535;
+}
+
+/* -L and -t: [host:]port */
+static void
+check_listen(int opt, const char *arg)
+{
+	const char	*c = strrchr(arg, ':');
+
+	if (!check_port_ok(c != NULL ? c + 1 : arg))
+		errx(EXIT_USAGE, "-%c %s: bad port", opt, arg);
 }
 
 /* Listen for peers and connect to those named after us. */
@@ -5572,6 +5605,7 @@ main(int argc, char *argv[])
 			keyfile = optarg;
 			break;
 		case 'L':
+			check_listen('L', optarg);
 			listen_at = optarg;
 			break;
 		case 'P':
@@ -5607,6 +5641,7 @@ main(int argc, char *argv[])
 			primary = 1;
 			break;
 		case 't':
+			check_listen('t', optarg);
 			tcp = optarg;
 			break;
 		case 'v':
@@ -5622,6 +5657,9 @@ main(int argc, char *argv[])
 	    metapath == NULL || nodename == NULL)
 		usage();
 	devpath = argv[0];
+	if (strcmp(ctlpath, nbdpath) == 0)
+		errx(EXIT_USAGE, "-c and -l name the same socket: %s",
+		    ctlpath);
 	if (npeers > 0 && keyfile == NULL)
 		errx(EXIT_USAGE, "peers need a cluster key (-k)");
 	log_init("blkmirror", verbose);
