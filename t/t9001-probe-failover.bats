@@ -55,3 +55,30 @@ teardown() {
 		[ "$(cl_sum a)" = "$(cl_sum b)" ]
 	fi
 }
+
+@test "a crashed under fio, b promoted, a back as secondary: b, the primary, is the source" {
+	cl_up
+	start_bg fio fio --name=w --ioengine=nbd --uri="$(cl_uri a)" \
+	    --rw=randwrite --bs=64k --size=60M --iodepth=32 --time_based \
+	    --runtime=30 --output=/dev/null
+	wait_for 10 eval '[ "$(cl_status a written_bytes)" -gt 8000000 ]'
+	cl_kill a
+	kill_daemon fio
+	cl_wait b peer.a.connected 0
+	cl_wait c peer.a.connected 0
+	wait_for 5 cl_ctl b primary
+	# b's clients see this image (a file system is checked and mounted)
+	before=$(cl_sum b)
+	cl_start a
+	cl_wait a peer.b.connected 1
+	# b primary: never the target of a resync that would change the
+	# image under its clients; a's writes it never acknowledged go
+	cl_wait b peer.a.resync source
+	cl_wait a peer.b.resync target
+	run -0 timeout 60 resyncd sync -c "$C/b/ctl.sock" a
+	cl_wait a peer.b.state uptodate
+	[ "$(cl_status b role)" = primary ]
+	[ "$(cl_sum b)" = "$before" ]
+	cl_stop a
+	[ "$(cl_sum a)" = "$before" ]
+}
