@@ -179,6 +179,12 @@ static unsigned char		 zeroes[65536];
 static TAILQ_HEAD(, peer)	 peers = TAILQ_HEAD_INITIALIZER(peers);
 static int			 npeers, qmode, had_quorum = 1, crashed;
 static int			 forced;	/* primary --force: no quorum */
+/*
+ * Started with -p and peers: primary only once a quorum is there and no
+ * peer vetoes (one primary, or connected to one, makes us secondary).
+ */
+static int			 start_pending;
+static void			 sb_fail_waiting(void);
 static unsigned int		 nsusp, nheld;
 static uint64_t			 qmax = 64ULL << 20;
 static unsigned char		 key[HATRIO_KEY_BYTES];
@@ -1327,6 +1333,8 @@ quorum_check(void)
 	struct reqq	 q;
 	int		 qu = have_quorum();
 
+	if (qu && primary)
+		start_pending = 0;	/* no peer vetoed: confirmed */
 	if (qu != had_quorum) {
 		had_quorum = qu;
 		log_info("quorum %s (%d of %d nodes)", qu ? "gained" : "lost",
@@ -1497,6 +1505,16 @@ on_hello(struct peer *p, const struct repl_hello *h)
 	sb_hello(p, &peer, &d);
 	rs_hello(p, &d);
 	dl_pull_next();
+	if (start_pending && primary && p->st != PS_SPLIT &&
+	    p->st != PS_UNRELATED &&
+	    (h->flags & (REPL_F_PRIMARY | REPL_F_PEER_PRIMARY))) {
+		log_warnx("started as primary, but peer %s %s: secondary",
+		    p->name, (h->flags & REPL_F_PRIMARY) ? "is primary" :
+		    "is connected to a primary");
+		start_pending = 0;
+		set_role(0);
+		sb_fail_waiting();
+	}
 	quorum_check();
 	peer_flags_changed();
 }
@@ -5657,6 +5675,7 @@ main(int argc, char *argv[])
 	    metapath == NULL || nodename == NULL)
 		usage();
 	devpath = argv[0];
+	start_pending = primary && npeers > 0 && qmode != Q_OFF;
 	if (strcmp(ctlpath, nbdpath) == 0)
 		errx(EXIT_USAGE, "-c and -l name the same socket: %s",
 		    ctlpath);
