@@ -149,6 +149,7 @@ struct ctlc {
 	TAILQ_ENTRY(ctlc)	 entry;
 	struct bufferevent	*bev;
 	int			 events;
+	int			 skip;		/* in a line too long */
 };
 
 static struct event_base	*base;
@@ -179,6 +180,12 @@ static unsigned char		 zeroes[65536];
 static TAILQ_HEAD(, peer)	 peers = TAILQ_HEAD_INITIALIZER(peers);
 static int			 npeers, qmode, had_quorum = 1, crashed;
 static int			 forced;	/* primary --force: no quorum */
+/*
+ * Started with -p and peers: primary only once a quorum is there and no
+ * peer vetoes (one primary, or connected to one, makes us secondary).
+ */
+static int			 start_pending;
+static void			 sb_fail_waiting(void);
 static unsigned int		 nsusp, nheld;
 static uint64_t			 qmax = 64ULL << 20;
 static unsigned char		 key[HATRIO_KEY_BYTES];
@@ -1342,6 +1349,8 @@ quorum_check(void)
 	struct reqq	 q;
 	int		 qu = have_quorum();
 
+	if (qu && primary)
+		start_pending = 0;	/* no peer vetoed: confirmed */
 	if (qu != had_quorum) {
 		had_quorum = qu;
 		log_info("quorum %s (%d of %d nodes)", qu ? "gained" : "lost",
@@ -1515,6 +1524,16 @@ on_hello(struct peer *p, const struct repl_hello *h)
 	sb_hello(p, &peer, &d);
 	rs_hello(p, &d);
 	dl_pull_next();
+	if (start_pending && primary && p->st != PS_SPLIT &&
+	    p->st != PS_UNRELATED &&
+	    (h->flags & (REPL_F_PRIMARY | REPL_F_PEER_PRIMARY))) {
+		log_warnx("started as primary, but peer %s %s: secondary",
+		    p->name, (h->flags & REPL_F_PRIMARY) ? "is primary" :
+		    "is connected to a primary");
+		start_pending = 0;
+		set_role(0);
+		sb_fail_waiting();
+	}
 	quorum_check();
 	peer_flags_changed();
 }
@@ -5202,8 +5221,23 @@ ctl_read(struct bufferevent *bev, void *arg)
 	struct ctlc	*c = arg;
 	struct evbuffer	*in = bufferevent_get_input(bev);
 	struct evbuffer	*out = bufferevent_get_output(bev);
+	struct evbuffer_ptr ep;
 	char		*line;
 
+again:
+	if (c->skip) {
+		/* The rest of a line too long goes, then the answer. */
+		ep = evbuffer_search(in, "\n", 1, NULL);
+		if (ep.pos == -1) {
+			evbuffer_drain(in, evbuffer_get_length(in));
+			return;
+		}
+		evbuffer_drain(in, ep.pos + 1);
+		c->skip = 0;
+		if (!c->events)
+			evbuffer_add_printf(out, "error: line too long (at "
+			    "most %d bytes)\n", CTL_LINE_MAX);
+	}
 	while ((line = evbuffer_readln(in, NULL, EVBUFFER_EOL_LF)) != NULL) {
 		if (c->events) {
 			free(line);
@@ -5278,8 +5312,9 @@ ctl_read(struct bufferevent *bev, void *arg)
 		free(line);
 	}
 	if (evbuffer_get_length(in) > CTL_LINE_MAX) {
-		log_warnx("control client: line too long, dropped");
-		ctl_drop(c);
+		log_warnx("control client: line too long, refused");
+		c->skip = 1;
+		goto again;
 	}
 }
 
@@ -5418,6 +5453,8 @@ on_signal(evutil_socket_t sig, short what, void *arg)
 	stop_tick(-1, 0, tick);
 }
 
+static int	check_port_ok(const char *);
+
 /* -P name=host:port,sync|async */
 static void
 peer_option(char *arg)
@@ -5436,7 +5473,12 @@ peer_option(char *arg)
 		p->async = 1;
 	else if (strcmp(comma + 1, "sync") != 0)
 		errx(EXIT_USAGE, "-P %s: mode is sync or async", arg);
-	*comma = *colon = '\0';
+	*comma = '\0';
+	if (check_port_ok(colon + 1) == 0) {
+		*comma = ',';
+		errx(EXIT_USAGE, "-P %s: bad port", arg);
+	}
+	*colon = '\0';
 	p->host = eq + 1;
 	p->port = colon + 1;
 	if (p->host[0] == '[' && p->host[strlen(p->host) - 1] == ']') {
@@ -5449,6 +5491,32 @@ peer_option(char *arg)
 	TAILQ_INSERT_TAIL(&peers, p, entry);
 	if (++npeers > META_PEERS)
 		errx(EXIT_USAGE, "-P: at most %d peers", META_PEERS);
+}
+
+/*
+ * check_port_ok: whether port is a number from 1 to 65535 (a name, or a
+ * number getaddrinfo() would cut to 16 bits, is a mistake).
+ */
+static int
+check_port_ok(const char *port)
+{
+	char		*end;
+	unsigned long	 v;
+
+	errno = 0;
+	v = strtoul(port, &end, 10);
+	return *port >= '0' && *port <= '9' && *end == '\0' && errno == 0 &&
+	    v >= 1 && v <= 65535;
+}
+
+/* -L and -t: [host:]port */
+static void
+check_listen(int opt, const char *arg)
+{
+	const char	*c = strrchr(arg, ':');
+
+	if (!check_port_ok(c != NULL ? c + 1 : arg))
+		errx(EXIT_USAGE, "-%c %s: bad port", opt, arg);
 }
 
 /* Listen for peers and connect to those named after us. */
@@ -5735,6 +5803,7 @@ main(int argc, char *argv[])
 			keyfile = optarg;
 			break;
 		case 'L':
+			check_listen('L', optarg);
 			listen_at = optarg;
 			break;
 		case 'P':
@@ -5770,6 +5839,7 @@ main(int argc, char *argv[])
 			primary = 1;
 			break;
 		case 't':
+			check_listen('t', optarg);
 			tcp = optarg;
 			break;
 		case 'v':
@@ -5785,6 +5855,10 @@ main(int argc, char *argv[])
 	    metapath == NULL || nodename == NULL)
 		usage();
 	devpath = argv[0];
+	start_pending = primary && npeers > 0 && qmode != Q_OFF;
+	if (strcmp(ctlpath, nbdpath) == 0)
+		errx(EXIT_USAGE, "-c and -l name the same socket: %s",
+		    ctlpath);
 	if (npeers > 0 && keyfile == NULL)
 		errx(EXIT_USAGE, "peers need a cluster key (-k)");
 	log_init("blkmirror", verbose);

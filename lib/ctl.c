@@ -10,6 +10,7 @@
 
 #include <err.h>
 #include <errno.h>
+#include <signal.h>
 #include <stdio.h>
 #include <string.h>
 #include <unistd.h>
@@ -77,6 +78,13 @@ ctl_client(const char *path, const char *cmd)
 
 	if (ctl_addr(path, &sun) == -1)
 		err(EXIT_USAGE, "%s", path);
+	if (strlen(cmd) > CTL_LINE_MAX)
+		errx(EXIT_USAGE, "command too long (at most %d bytes)",
+		    CTL_LINE_MAX);
+	if (strchr(cmd, '\n') != NULL)
+		errx(EXIT_USAGE, "a command is one line");
+	/* A daemon that hangs up early is an error, not a signal. */
+	signal(SIGPIPE, SIG_IGN);
 	if ((fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0)) == -1)
 		err(EXIT_SYS, "socket");
 	if (connect(fd, (struct sockaddr *)&sun, sizeof(sun)) == -1)

@@ -99,7 +99,20 @@ gi_decide(const struct gi_view *self, const struct gi_view *peer,
 			d->al_self = 1;
 		else if (peer->crashed_primary)
 			d->al_peer = 1;
-		if (d->al_self) {
+		if (d->al_self && peer->primary && !self->primary) {
+			/*
+			 * The peer was promoted since (and has not written
+			 * yet): its image is what its clients see; what we
+			 * wrote that it never acknowledged goes.
+			 */
+			d->verdict = GI_TARGET;
+			d->why = "same generation; this node crashed as "
+			    "primary, the peer is primary now";
+		} else if (d->al_peer && self->primary && !peer->primary) {
+			d->verdict = GI_SOURCE;
+			d->why = "same generation; the peer crashed as "
+			    "primary, this node is primary now";
+		} else if (d->al_self) {
 			d->verdict = GI_SOURCE;
 			d->why = "same generation; this node crashed as primary";
 		} else if (d->al_peer) {

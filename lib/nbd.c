@@ -61,6 +61,7 @@ struct nbd_conn {
 	size_t			 olen, ooff, ocap;
 	TAILQ_HEAD(, nbd_req)	 outq;
 	unsigned int		 inflight;
+	size_t			 inbytes;	/* buffers of its requests */
 	/*
 	 * wlock guards the socket's write side, outq and the handshake
 	 * output against the I/O threads' early replies; stuck: a thread
@@ -88,6 +89,7 @@ struct nbd_server {
 	struct bufl {
 		void		*next;
 	}			*freebuf[NCLASS];
+	size_t			 freebytes;	/* on the free lists */
 	struct nbd_stats	 st;
 };
 
@@ -176,6 +178,7 @@ buf_get(struct nbd_server *s, int k)
 
 	if ((b = s->freebuf[k]) != NULL) {
 		s->freebuf[k] = b->next;
+		s->freebytes -= (size_t)4096 << k;
 		return (unsigned char *)b;
 	}
 	if (posix_memalign(&p, 4096, (size_t)4096 << k) != 0)
@@ -188,6 +191,12 @@ buf_put(struct nbd_server *s, int k, unsigned char *p)
 {
 	struct bufl	*b = (struct bufl *)(void *)p;
 
+	/* What a burst took goes back beyond a bound. */
+	if (s->freebytes + ((size_t)4096 << k) > NBD_FREE_MAX) {
+		free(p);
+		return;
+	}
+	s->freebytes += (size_t)4096 << k;
 	b->next = s->freebuf[k];
 	s->freebuf[k] = b;
 }
@@ -215,8 +224,10 @@ req_release(struct nbd_req *r)
 	struct nbd_conn		*c = r->conn;
 	struct nbd_server	*s = c->srv;
 
-	if (r->buf != NULL)
+	if (r->buf != NULL) {
+		c->inbytes -= (size_t)4096 << r->bclass;
 		buf_put(s, r->bclass, r->buf);
+	}
 	r->buf = NULL;
 	TAILQ_INSERT_HEAD(&s->freereq, r, entry);
 	c->inflight--;
@@ -230,7 +241,8 @@ req_release(struct nbd_req *r)
 		 */
 		mark_dirty(c);
 	else if (!c->reading && !c->closing && !s->stopped &&
-	    c->inflight < NBD_CONN_INFLIGHT / 2) {
+	    c->inflight < NBD_CONN_INFLIGHT / 2 &&
+	    c->inbytes <= NBD_CONN_BYTES / 2) {
 		event_add(c->rev, NULL);
 		c->reading = 1;
 	}
@@ -571,6 +583,7 @@ handle_request(struct nbd_conn *c, const unsigned char *h)
 				conn_kill(c, "out of memory");
 				return -1;
 			}
+			c->inbytes += (size_t)4096 << r->bclass;
 		}
 	}
 	if (e == 0 && s->readonly && (r->type == NBD_CMD_WRITE ||
@@ -684,7 +697,7 @@ conn_read(evutil_socket_t fd, short what, void *arg)
 	 * (level-triggered: data that came since is not missed).
 	 */
 	while (!c->closing && c->inflight < NBD_CONN_INFLIGHT &&
-	    rounds++ < 256) {
+	    c->inbytes < NBD_CONN_BYTES && rounds++ < 256) {
 		if (c->state == TX_PAYLOAD && c->rstart == c->rend) {
 			if (drained)
 				break;
@@ -730,7 +743,8 @@ conn_read(evutil_socket_t fd, short what, void *arg)
 		conn_kill(c, errno == ECONNRESET ? NULL : "read");
 		return;
 	}
-	if (c->reading && (c->closing || c->inflight >= NBD_CONN_INFLIGHT)) {
+	if (c->reading && (c->closing || c->inflight >= NBD_CONN_INFLIGHT ||
+	    c->inbytes >= NBD_CONN_BYTES)) {
 		event_del(c->rev);
 		c->reading = 0;
 	}

@@ -81,6 +81,8 @@
 #define NBD_PREF_BLOCK		4096
 #define NBD_OPT_MAX		4096		/* option data we accept */
 #define NBD_CONN_INFLIGHT	256		/* then stop reading */
+#define NBD_CONN_BYTES		(64u << 20)	/* buffers, then stop reading */
+#define NBD_FREE_MAX		(64u << 20)	/* buffers kept for reuse */
 
 #define EARLY_NONE		0
 #define EARLY_SENT		1

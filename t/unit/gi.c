@@ -152,6 +152,13 @@ test_cases(void)
 	a.crashed_primary = 1;
 	ok(decide(&a, B, &b, A, &d) == GI_SOURCE && d.al_self && !d.full,
 	    "same generation, crashed primary: its AL is resynced from it");
+	/* ... unless the peer was promoted since (and wrote nothing) */
+	b.primary = 1;
+	ok(decide(&a, B, &b, A, &d) == GI_TARGET && d.al_self && !d.full,
+	    "same generation, crashed primary, peer primary now: target");
+	ok(decide(&b, A, &a, B, &d) == GI_SOURCE && d.al_peer && !d.full,
+	    "the promoted peer sees it the same way: source");
+	b.primary = 0;
 	a.crashed_primary = 0;
 
 	/* same generation, b's resync (of a's log) cut off: it goes on */
