@@ -906,6 +906,11 @@ submit(struct nbd_req *r, void *arg)
 	r->need_bm = 0;
 	r->early_ok = npeers == 0;
 	r->t0 = now_usec();
+	if (!primary && (r->type == NBD_CMD_WRITE || r->type == NBD_CMD_TRIM ||
+	    r->type == NBD_CMD_WRITE_ZEROES)) {
+		nbd_req_done(r, EPERM);	/* held while primary, then not */
+		return;
+	}
 	if (primary && npeers > 0 && !have_quorum()) {
 		if (qmode == Q_SUSPEND) {
 			TAILQ_INSERT_TAIL(&held, r, entry);
@@ -1011,8 +1016,10 @@ my_flags(struct peer *to)
 	struct peer	*p;
 	uint32_t	 f = 0;
 
-	if (primary)
+	if (primary && !start_pending)	/* not before quorum, no veto */
 		f |= REPL_F_PRIMARY;
+	else if (primary)
+		f |= REPL_F_STARTING;
 	if (crashed)
 		f |= REPL_F_CRASHED;
 	/*
@@ -1485,7 +1492,7 @@ on_hello(struct peer *p, const struct repl_hello *h)
 	self.history[0] = m->gi_history[0];
 	self.history[1] = m->gi_history[1];
 	self.crashed_primary = crashed;
-	self.primary = primary;
+	self.primary = primary && !start_pending;
 	self.promoted_at = m->promoted_at;
 	self.changes = m->peer[p->slot].oos_blocks;
 	self.inconsistent = !(m->flags & META_F_CONSISTENT) &&
@@ -1526,13 +1533,15 @@ on_hello(struct peer *p, const struct repl_hello *h)
 	dl_pull_next();
 	if (start_pending && primary && p->st != PS_SPLIT &&
 	    p->st != PS_UNRELATED &&
-	    (h->flags & (REPL_F_PRIMARY | REPL_F_PEER_PRIMARY))) {
+	    (h->flags & (REPL_F_PRIMARY | REPL_F_PEER_PRIMARY |
+	    REPL_F_STARTING))) {
 		log_warnx("started as primary, but peer %s %s: secondary",
 		    p->name, (h->flags & REPL_F_PRIMARY) ? "is primary" :
+		    (h->flags & REPL_F_STARTING) ? "starts as primary too" :
 		    "is connected to a primary");
 		start_pending = 0;
+		sb_fail_waiting();	/* before set_role releases them */
 		set_role(0);
-		sb_fail_waiting();
 	}
 	quorum_check();
 	peer_flags_changed();
@@ -5279,10 +5288,16 @@ again:
 				free(line);
 				continue;
 			}
-			if (!primary && strchr(line, '-') != NULL) {
+			if ((!primary || start_pending) &&
+			    strchr(line, '-') != NULL) {
 				log_warnx("forced to primary: acknowledging "
 				    "writes without quorum");
 				forced = 1;
+				start_pending = 0;	/* -p: no veto now */
+				if (primary) {
+					quorum_check();	/* held I/O goes */
+					peer_flags_changed();
+				}
 			}
 			set_role(1);
 			evbuffer_add_printf(out, "ok\n");

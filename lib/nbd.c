@@ -245,6 +245,10 @@ req_release(struct nbd_req *r)
 	    c->inbytes <= NBD_CONN_BYTES / 2) {
 		event_add(c->rev, NULL);
 		c->reading = 1;
+		/* requests already read wait in rbuf: no readable event
+		   may ever come for them */
+		if (c->rstart < c->rend)
+			event_active(c->rev, EV_READ, 0);
 	}
 }
 

@@ -70,6 +70,8 @@ enum repl_type {
 					   in sync */
 #define REPL_F_INCONSISTENT	0x10	/* a resync into the sender
 					   is unfinished */
+#define REPL_F_STARTING		0x20	/* started with -p, primary once
+					   it has quorum and no veto */
 
 /* DATA and FLUSH flags */
 #define REPL_D_FUA		0x01

@@ -82,3 +82,26 @@ teardown() {
 	cl_stop a
 	[ "$(cl_sum a)" = "$before" ]
 }
+
+@test "a write held by a -p start fails when a peer vetoes it: never acknowledged, never on a's disk" {
+	cl_up
+	run -0 qemu-io -f raw -c 'write -P 1 0 1M' "$(cl_uri a)"
+	cl_kill a
+	cl_wait b peer.a.connected 0
+	wait_for 5 cl_ctl b primary
+	# b and c stopped a while: a's start finds no quorum and holds I/O
+	kill -STOP "$(cat "$BATS_TEST_TMPDIR/bmb.pid")" "$(cat "$BATS_TEST_TMPDIR/bmc.pid")"
+	cl_start a -p
+	start_bg w qemu-io -f raw -c 'write -P 7 4M 64k' "$(cl_uri a)"
+	cl_wait a suspended 1
+	kill -CONT "$(cat "$BATS_TEST_TMPDIR/bmb.pid")" "$(cat "$BATS_TEST_TMPDIR/bmc.pid")"
+	cl_wait a role secondary
+	run wait_bg w
+	[ "$status" -ne 0 ]
+	grep -q "started as primary, but peer [bc] is" "$BATS_TEST_TMPDIR/bma.err"
+	# not on a's disk, and a is no source for b, the primary
+	[ "$(cl_status a writes)" = 0 ]
+	cmp -n 65536 <(dd if="$C/a/disk" bs=64k skip=64 count=1 status=none) /dev/zero
+	[ "$(cl_status b role)" = primary ]
+	[ "$(cl_status b peer.a.resync)" != target ]
+}
