@@ -25,3 +25,11 @@ teardown() {
 	    "$(blk_uri)"
 	stop_daemon bm
 }
+
+@test "reads past the bound sent at once are all answered: the ones already read in wait, not stall" {
+	blk_start
+	run -0 timeout 60 python3 "$BATS_TEST_DIRNAME/lib/nbdflood.py" \
+	    "$D/nbd.sock" "$(cat "$D/bm.pid")" burst 6
+	[ "$output" = 6 ]
+	stop_daemon bm
+}

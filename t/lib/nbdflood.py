@@ -4,6 +4,8 @@
 # of process PID.  Prints the largest VmRSS seen, in MiB; stops early once
 # it passes 1 GiB, so that a server without a bound does not take the
 # machine's memory.
+# nbdflood.py SOCKET PID burst N: N reads of 32 MiB sent at once, then
+# every reply read (each within 30 s); prints the replies received.
 import socket
 import struct
 import sys
@@ -45,9 +47,23 @@ def rss(pid):
     return 0
 
 
+def burst(s, n):
+    s.sendall(b"".join(struct.pack(">IHHQQI", 0x25609513, 0, 0, i, 0,
+                                   32 << 20) for i in range(n)))
+    s.settimeout(30)
+    for i in range(n):
+        magic, err, handle = struct.unpack(">IIQ", recvn(s, 16))
+        assert magic == 0x67446698 and err == 0, (magic, err)
+        recvn(s, 32 << 20)
+    print(n)
+
+
 def main():
     path, pid = sys.argv[1], sys.argv[2]
     s = connect(path)
+    if len(sys.argv) > 4 and sys.argv[3] == "burst":
+        burst(s, int(sys.argv[4]))
+        return
     top = 0
     for i in range(16):
         for j in range(4):
