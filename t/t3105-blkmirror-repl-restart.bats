@@ -96,8 +96,11 @@ teardown() {
 	cl_wait a suspended 1
 	kill -CONT "$(cat "$BATS_TEST_TMPDIR/bmb.pid")" "$(cat "$BATS_TEST_TMPDIR/bmc.pid")"
 	cl_wait a role secondary
-	run wait_bg w
-	[ "$status" -ne 0 ]
+	# qemu-io reports the failed write, then exits 0
+	wait "$(cat "$BATS_TEST_TMPDIR/w.pid")" || :
+	cat "$BATS_TEST_TMPDIR/w.out" "$BATS_TEST_TMPDIR/w.err"
+	grep -q "write failed: Input/output error" "$BATS_TEST_TMPDIR/w.out" \
+	    "$BATS_TEST_TMPDIR/w.err"
 	grep -q "started as primary, but peer [bc] is" "$BATS_TEST_TMPDIR/bma.err"
 	# not on a's disk, and a is no source for b, the primary
 	[ "$(cl_status a writes)" = 0 ]
