@@ -217,6 +217,7 @@ static uint64_t			 rsid;
 static unsigned char		*rsbufs[RS_BUFS];
 static int			 nrsbufs;
 static uint64_t			 wlat_ewma, wlat_n;
+static uint64_t			 wlat_last;	/* now_usec of the last */
 static uint64_t			 wlat_p99;	/* 1/256 us */
 static struct lathist		 wlat_hist;
 static uint64_t			 flush_seen;	/* the last FLUSH, now_usec */
@@ -674,6 +675,7 @@ lat_note(struct nbd_req *r)
 	uint64_t	lat = now_usec() - r->t0, step;
 
 	lathist_add(&wlat_hist, lat);
+	wlat_last = now_usec();
 	if (wlat_n++ == 0) {
 		wlat_ewma = lat;
 		wlat_p99 = lat << 8;
@@ -5087,6 +5089,7 @@ status(struct evbuffer *o)
 	    nbd_server_conns(srv), st->conns_total, disk_inflight);
 	evbuffer_add_printf(o, "write_lat_usec=%" PRIu64 "\n", wlat_ewma);
 	evbuffer_add_printf(o, "write_p99_usec=%" PRIu64 "\n", wlat_p99 >> 8);
+	evbuffer_add_printf(o, "write_idle_usec=%" PRIu64 "\n", now - wlat_last);
 	dl_status(o);
 	evbuffer_add_printf(o, "reads=%" PRIu64 "\nwrites=%" PRIu64
 	    "\nflushes=%" PRIu64 "\ntrims=%" PRIu64 "\nzeroes=%" PRIu64

@@ -616,6 +616,7 @@ cmd_recv(int argc, char *argv[])
 #define RS_WIN_WRITES	200		/* a window's p99: enough writes, */
 #define RS_WIN_TICKS	5		/* or this many ticks */
 #define RS_PROBE_USEC	10000000	/* a new baseline this often */
+#define RS_IDLE_USEC	1000000		/* no write for this long: idle */
 
 struct ctlconn {
 	int	 fd;
@@ -748,7 +749,7 @@ query(struct rsjob *j, const char *cmd, struct kv *kv, int nkv)
 }
 
 enum { K_STATE, K_RESYNC, K_OOS, K_NODE, K_SIZE, K_CONN, K_FULL, K_EMPTY,
-	K_N };
+	K_QUIET, K_N };
 
 static void
 status(struct rsjob *j, struct kv *kv)
@@ -760,6 +761,7 @@ status(struct rsjob *j, struct kv *kv)
 		snprintf(kv[i].key, sizeof(kv[i].key), "peer.%s.%s", j->peer,
 		    names[i]);
 	snprintf(kv[K_NODE].key, sizeof(kv[K_NODE].key), "node");
+	snprintf(kv[K_QUIET].key, sizeof(kv[K_QUIET].key), "write_idle_usec");
 	snprintf(kv[K_SIZE].key, sizeof(kv[K_SIZE].key), "size");
 	snprintf(kv[K_CONN].key, sizeof(kv[K_CONN].key), "peer.%s.connected",
 	    j->peer);
@@ -884,18 +886,21 @@ latency(struct rsjob *j, struct lathist *h)
 static void
 window_end(struct rsjob *j)
 {
+	uint64_t	n = lathist_count(&j->win);
 	uint64_t	p99 = lathist_quantile(&j->win, 99);
-
 	char		r[32];
 
 	if (j->probing == 2) {
-		j->base_p99 = p99;
+		/* the baseline (if nobody wrote meanwhile, the old stays) */
+		if (n > 0) {
+			j->base_p99 = p99;
+			log_debug("peer %s: the application's write p99 "
+			    "without resync: %" PRIu64 " us", j->peer, p99);
+		}
 		j->probing = 0;
 		j->last_probe = now_usec();
 		j->rate = j->rate == RS_RATE_MAX ? RS_RATE_START : j->rate;
-		log_debug("peer %s: the application's write p99 without "
-		    "resync: %" PRIu64 " us", j->peer, p99);
-	} else if (j->probing == 0 && j->base_p99 > 0) {
+	} else if (j->probing == 0 && j->base_p99 > 0 && n > 0) {
 		if (p99 > j->base_p99 * 3 / 2 + 20)
 			j->rate /= 2;
 		else
@@ -915,8 +920,8 @@ tick(struct rsjob *j)
 {
 	struct kv	 kv[K_N];
 	struct lathist	 h, d;
-	uint64_t	 now = now_usec(), n;
-	int		 i;
+	uint64_t	 now = now_usec(), n, quiet;
+	int		 i, first;
 
 	/* at full speed, look more often for an application that starts */
 	if (now - j->last_tick < (j->idle ? RS_TICK_USEC / 4 : RS_TICK_USEC))
@@ -932,17 +937,24 @@ tick(struct rsjob *j)
 	latency(j, &h);
 	lathist_sub(&d, &h, &j->hist);
 	j->hist = h;
-	if (!j->have_hist) {		/* the first reading */
-		j->have_hist = 1;
-		return;
-	}
-	if ((n = lathist_count(&d)) == 0) {
-		j->rate = RS_RATE_MAX;		/* nobody writes: full speed */
+	first = !j->have_hist;		/* the first reading: no difference */
+	j->have_hist = 1;
+	n = first ? 0 : lathist_count(&d);
+	quiet = strtoull(kv[K_QUIET].val, NULL, 10);
+	/*
+	 * Nobody writes (none for RS_IDLE_USEC): full speed, at once if so
+	 * at the start.  Not sooner, so that a few writes a second do not
+	 * find the resync at full speed every other tick.
+	 */
+	if (n == 0 && quiet >= RS_IDLE_USEC) {
+		if (!j->idle || j->probing)
+			log_debug("peer %s: nobody writes: no limit", j->peer);
+		j->rate = RS_RATE_MAX;
 		j->idle = 1;
 		j->probing = 0;
 		memset(&j->win, 0, sizeof(j->win));
 		j->win_ticks = 0;
-	} else {
+	} else if (!first) {
 		if (j->idle || (j->probing == 0 &&
 		    now - j->last_probe >= RS_PROBE_USEC))
 			j->probing = 1;		/* a new baseline first */

@@ -136,3 +136,22 @@ teardown() {
 	[ "$sent" -ge $((1 << 20)) ]
 	[ "$sent" -lt $((4 << 20)) ]
 }
+
+@test "a light writer: the dynamic rate does not go unlimited between its writes" {
+	cl_up
+	b_behind 24
+	# a write every 0.3 s or so, from before the resync to after
+	start_bg lw sh -c 'i=0; while [ $i -lt 12 ]; do
+		qemu-io -f raw -c "write -P 5 $((i * 4096)) 4k" "$1" >/dev/null
+		i=$((i + 1)); sleep 0.3; done' sh "$(cl_uri a)"
+	sleep 0.5
+	start_daemon rsa resyncd -v -c "$C/a/ctl.sock"
+	wait "$(cat "$BATS_TEST_TMPDIR/lw.pid")"
+	n=$(wc -l <"$BATS_TEST_TMPDIR/rsa.err")
+	cl_wait a peer.b.state uptodate 60
+	head -n "$n" "$BATS_TEST_TMPDIR/rsa.err" >"$BATS_TEST_TMPDIR/during"
+	cat "$BATS_TEST_TMPDIR/during"
+	grep -q "peer b: resync starts" "$BATS_TEST_TMPDIR/during"
+	run -1 grep "nobody writes" "$BATS_TEST_TMPDIR/during"
+	[ "$(cl_sum a)" = "$(cl_sum b)" ]
+}
