@@ -110,6 +110,9 @@ struct peer {
 	char			 last_error[256];
 	/* resync (see "resync" below) */
 	int			 bm_sent, bm_got;	/* bitmap exchange */
+	int			 incons_stale;	/* RS_DONE sent: its STATEs
+						   until a consistent one
+						   are from before */
 	int			 al_done;	/* our crash's AL sent to it */
 	int			 rs_full, peer_empty;
 	unsigned int		 rs_inflight;
@@ -2738,6 +2741,7 @@ rs_hello(struct peer *p, const struct gi_decision *d)
 	uint64_t	off;
 
 	p->bm_sent = p->bm_got = 0;
+	p->incons_stale = 0;
 	p->rs_full = d->full;
 	if (p->st != PS_NEEDS_RESYNC && p->st != PS_SYNC_TARGET &&
 	    p->st != PS_SPLIT)
@@ -2895,6 +2899,7 @@ rs_check(struct peer *p)
 		return;
 	p->st = PS_UPTODATE;
 	p->flags &= ~REPL_F_INCONSISTENT;	/* its STATE is on the way */
+	p->incons_stale = 1;
 	mp->bitmap_gi = 0;
 	bm_gen++;
 	meta_commit();
@@ -4249,6 +4254,15 @@ on_message(struct link *l, unsigned type, const void *buf, size_t len)
 	case REPL_STATE:
 		if (repl_state_dec(buf, len, &fl) == -1)
 			goto bad;
+		/*
+		 * Our resync into it made it inconsistent: a STATE that says
+		 * so may cross our RS_DONE.  Its first consistent STATE after
+		 * that ends the doubt.
+		 */
+		if (p->incons_stale && (fl & REPL_F_INCONSISTENT))
+			fl &= ~REPL_F_INCONSISTENT;
+		else if (p->incons_stale)
+			p->incons_stale = 0;
 		if ((fl ^ p->flags) & REPL_F_PRIMARY)
 			emit("peer-role", "peer=%s role=%s", p->name,
 			    fl & REPL_F_PRIMARY ? "primary" : "secondary");
