@@ -883,6 +883,14 @@ latency(struct rsjob *j, struct lathist *h)
  * changes: new requests wait, those in flight are answered, then a
  * window is measured.  While nobody writes we go at full speed.
  */
+/* A new window of writes, from now. */
+static void
+win_reset(struct rsjob *j)
+{
+	memset(&j->win, 0, sizeof(j->win));
+	j->win_ticks = 0;
+}
+
 static void
 window_end(struct rsjob *j)
 {
@@ -911,8 +919,7 @@ window_end(struct rsjob *j)
 		    " us (%" PRIu64 " without): rate %s/s", j->peer, p99,
 		    j->base_p99, human(j->rate, r, sizeof(r)));
 	}
-	memset(&j->win, 0, sizeof(j->win));
-	j->win_ticks = 0;
+	win_reset(j);
 }
 
 static void
@@ -952,8 +959,7 @@ tick(struct rsjob *j)
 		j->rate = RS_RATE_MAX;
 		j->idle = 1;
 		j->probing = 0;
-		memset(&j->win, 0, sizeof(j->win));
-		j->win_ticks = 0;
+		win_reset(j);
 	} else if (!first) {
 		if (j->idle || (j->probing == 0 &&
 		    now - j->last_probe >= RS_PROBE_USEC))
@@ -963,8 +969,7 @@ tick(struct rsjob *j)
 			if (j->outstanding > 0)
 				return;
 			j->probing = 2;		/* from now on: measure */
-			memset(&j->win, 0, sizeof(j->win));
-			j->win_ticks = 0;
+			win_reset(j);
 			return;
 		}
 		for (i = 0; i < LATHIST_N; i++)
@@ -1086,8 +1091,7 @@ job_start(struct rsjob *j)
 	j->outstanding_bytes = 0;
 	j->last_tick = j->last_print = j->last_probe = 0;
 	j->base_p99 = 0;
-	memset(&j->win, 0, sizeof(j->win));
-	j->win_ticks = 0;
+	win_reset(j);
 	/* dynamic: nothing until the first ticks tell whether anyone writes */
 	j->idle = j->probing = j->fixed_rate == 0;
 	j->have_hist = 0;
