@@ -1772,16 +1772,16 @@ rjob_put(struct rjob *rj)
  * wrote back all that the application had dirtied meanwhile, four times
  * a second: the application's latency on the primary, which waits for
  * our acknowledgements, suffered (4 to 5 times its p99 in sync).
- * Instead RS_FLUSH is an fdatasync of each range the resync wrote since
- * the last one (fdatasync_ranges: io_uring's ranged fsync, the
- * vfs_fsync_range() that O_DSYNC writes use).  Each is what fdatasync
- * promises, for its range: the range's data written back and waited for
- * (mostly on its way already), the file's metadata needed to read it
- * back committed (an allocation, an extent made written, zeroes through
- * fallocate), and the device's write cache flushed, so that the range is
- * on stable storage, on a file system as on a block device.
- * sync_file_range alone would not do: it neither waits for the device,
- * commits metadata nor flushes the cache.  The ranges wait in rstgt: a
+ * Instead RS_FLUSH is an fdatasync of the ranges the resync wrote since
+ * the last one (fdatasync_ranges: each range's write-back waited for,
+ * then one io_uring ranged fsync, the vfs_fsync_range() that O_DSYNC
+ * writes use).  That is what fdatasync promises, for those ranges: their
+ * data written back and waited for (mostly on its way already), the
+ * file's metadata needed to read it back committed (an allocation, an
+ * extent made written, zeroes through fallocate), and the device's write
+ * cache flushed, so that the ranges are on stable storage, on a file
+ * system as on a block device.  sync_file_range alone would not do: it
+ * neither waits for the device, commits metadata nor flushes the cache.  The ranges wait in rstgt: a
  * write is added after it is done and before it is acknowledged, and
  * RS_FLUSH takes them all when it starts, so that it covers every
  * RS_DATA acknowledged before it came.  Too many ranges, a kernel

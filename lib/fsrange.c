@@ -3,9 +3,16 @@
  * fsrange.c: fdatasync of ranges of a file.  Linux has no system call
  * for an fdatasync limited to a range, but io_uring's IORING_OP_FSYNC
  * takes one (off, len): vfs_fsync_range(), what O_DSYNC writes use, which
- * writes back only the range's dirty pages, then the file's metadata
- * needed to read its data back, and flushes the device's write cache.
- * The ranges go to one short-lived ring, all in flight at once.
+ * writes back only the range's dirty pages, then commits the file's
+ * metadata needed to read its data back, and flushes the device's write
+ * cache.  The metadata and the cache are the file's and the device's,
+ * not the range's: one such fsync serves every range whose write-back
+ * ended before it (ext4 and XFS commit the inode's journal transaction,
+ * btrfs and ZFS sync the whole file for a range anyway, a block device
+ * has no metadata).  So each range is written back and waited for
+ * (sync_file_range), then one ranged fsync of the first: one journal
+ * commit and one cache flush for the lot, where an fsync per range paid
+ * a cache flush each (95 ms for 2000 ranges of a resync).
  */
 #include <sys/mman.h>
 #include <sys/syscall.h>
@@ -13,12 +20,11 @@
 #include <linux/io_uring.h>
 
 #include <errno.h>
+#include <fcntl.h>
 #include <string.h>
 #include <unistd.h>
 
 #include "fsrange.h"
-
-#define FSR_ENTRIES	64
 
 struct ring {
 	int			 fd;
@@ -130,31 +136,29 @@ ring_sync(struct ring *r, int fd, const struct fsrange *fr, unsigned int n)
 }
 
 /*
- * fdatasync_ranges: fdatasync each of the n ranges of fd; 0, the errno
- * of the first range that failed, or -1 when the kernel cannot (no
- * io_uring, or not allowed): then the caller syncs the whole file.
+ * fdatasync_ranges: fdatasync the n ranges of fd; 0, the errno of the
+ * first range that failed, or -1 when the kernel cannot (no io_uring,
+ * not allowed, a file without write-back): then the caller syncs the
+ * whole file.
  */
 int
 fdatasync_ranges(int fd, const struct fsrange *fr, size_t n)
 {
 	struct ring	r;
 	size_t		i;
-	unsigned int	k;
-	int		e = 0, e1;
+	int		e;
 
 	if (n == 0)
 		return 0;
-	if (ring_open(&r, n < FSR_ENTRIES ? n : FSR_ENTRIES) == -1)
+	for (i = 0; i < n; i++)
+		if (sync_file_range(fd, fr[i].off, fr[i].len,
+		    SYNC_FILE_RANGE_WAIT_BEFORE | SYNC_FILE_RANGE_WRITE |
+		    SYNC_FILE_RANGE_WAIT_AFTER) == -1)
+			return errno == ESPIPE || errno == EINVAL ||
+			    errno == ENOSYS ? -1 : errno;
+	if (ring_open(&r, 1) == -1)
 		return -1;
-	for (i = 0; i < n; i += k) {
-		k = n - i < r.p.sq_entries ? n - i : r.p.sq_entries;
-		if ((e1 = ring_sync(&r, fd, fr + i, k)) == -1) {
-			e = i == 0 ? -1 : EINVAL;
-			break;
-		}
-		if (e == 0)
-			e = e1;
-	}
+	e = ring_sync(&r, fd, fr, 1);
 	ring_close(&r);
 	return e;
 }
