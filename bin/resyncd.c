@@ -607,7 +607,7 @@ cmd_recv(int argc, char *argv[])
  * in blkmirror's bitmaps, so a resync that was interrupted continues
  * where it stopped.
  */
-#define RS_WINDOW	64		/* requests in flight */
+#define RS_WINDOW	128		/* requests in flight */
 #define RS_TICK_USEC	200000		/* rate control and progress */
 #define RS_RATE_MIN	(256ULL << 10)	/* DRBD's c-min-rate, 250k */
 #define RS_RATE_START	(1ULL << 20)	/* up from there: a burst at the
@@ -1066,6 +1066,7 @@ pass(struct rsjob *j)
 		runs[n++] = off;
 		runs[n++] = len;
 	}
+	tick(j);	/* the first: is anybody writing? */
 	for (i = 0; i < n; i += 2) {
 		request(j, runs[i], runs[i + 1]);
 		asked += runs[i + 1];
@@ -1114,6 +1115,7 @@ resync_peer(struct rsjob *j, int wait_connect)
 {
 	struct kv	kv[K_N];
 	uint64_t	deadline = 0;
+	useconds_t	nap = 1000;
 	int		up;
 
 	job_start(j);
@@ -1144,8 +1146,12 @@ resync_peer(struct rsjob *j, int wait_connect)
 		if (!j->mode_set && strcmp(kv[K_FULL].val, "1") == 0 &&
 		    strcmp(kv[K_EMPTY].val, "0") == 0)
 			j->kind = 1;	/* it has old data: send what differs */
-		if (pass(j) == 0)
-			usleep(20000);	/* the last flush, then in sync */
+		/* nothing left to ask: the last flush, then in sync */
+		if (pass(j) == 0) {
+			usleep(nap);
+			nap = nap < 20000 ? nap * 2 : nap;
+		} else
+			nap = 1000;
 	}
 	progress(j, 1);
 	job_end(j);
