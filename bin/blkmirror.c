@@ -4473,15 +4473,26 @@ static struct event		*sbtimer;
 
 static void	sb_tick(evutil_socket_t, short, void *);
 
-/* -A after-sb-Npri=policy, -B savedir, -e handler */
+/*
+ * -A after-sb-Npri=policy, -B savedir, -e handler.  The save directory is
+ * checked here: a bad one would only show when a victim's writes are to be
+ * saved, and then nothing can be discarded.
+ */
 static void
 sb_option(int ch, char *arg)
 {
+	struct stat	 st;
 	const char	*e;
 	int		 n;
 
 	switch (ch) {
 	case 'B':
+		if (stat(arg, &st) == -1)
+			err(EXIT_USAGE, "-B %s", arg);
+		if (!S_ISDIR(st.st_mode))
+			errx(EXIT_USAGE, "-B %s: not a directory", arg);
+		if (access(arg, W_OK | X_OK) == -1)
+			err(EXIT_USAGE, "-B %s: not writable", arg);
 		sbdir = arg;
 		return;
 	case 'e':

@@ -1066,6 +1066,9 @@ main(int argc, char *argv[])
 			break;
 		case 'D':
 			hb_opt_duration(ch, optarg, &deadtime);
+			/* more is no use, and now + deadtime could wrap */
+			if (deadtime > 3600000000ULL)
+				hb_badopt(ch, optarg, "longer than 1h");
 			break;
 		case 'd':
 			hb_opt_fd(ch, optarg, &readyfd);
@@ -1078,6 +1081,8 @@ main(int argc, char *argv[])
 			break;
 		case 'I':
 			hb_opt_duration(ch, optarg, &initdead);
+			if (initdead > 3600000000ULL)
+				hb_badopt(ch, optarg, "longer than 1h");
 			initset = 1;
 			break;
 		case 'i':

@@ -485,7 +485,7 @@ cmd_restore(int argc, char *argv[])
 	if (argc != 3)
 		usage();
 	if ((e = save_read(argv[1], &h, &nrec, &nbytes, NULL, NULL)) != NULL)
-		errx(EXIT_USAGE, "%s", e);
+		errx(errno != 0 ? EXIT_SYS : EXIT_USAGE, "%s", e);
 	if ((fd = open(argv[2], O_RDWR | O_CLOEXEC)) == -1)
 		err(EXIT_SYS, "%s", argv[2]);
 	size = dev_size(fd, argv[2]);
@@ -523,7 +523,7 @@ cmd_show(int argc, char *argv[])
 	if (argc != 2)
 		usage();
 	if ((e = save_read(argv[1], &h, &nrec, &nbytes, NULL, NULL)) != NULL)
-		errx(EXIT_USAGE, "%s", e);
+		errx(errno != 0 ? EXIT_SYS : EXIT_USAGE, "%s", e);
 	printf("version=%u\nnode=%s\nblock_size=%u\ndevice_size=%" PRIu64
 	    "\ncreated=%" PRIu64 "\ngeneration=%016" PRIx64 "\nrecords=%"
 	    PRIu64 "\nbytes=%" PRIu64 "\n", h.version, h.node, h.block_size,

@@ -44,6 +44,7 @@
 #define VIP_INTERVAL_US	200000		/* between them */
 #define VIP_TIMEOUT_US	1000000		/* how long check listens */
 #define VIP_PROBES	3		/* probes sent within the timeout */
+#define VIP_MAX_US	3600000000ULL	/* 1h: the longest -i, -r and -T */
 #define VIP_USABLE_US	1000000		/* wait for an IPv6 address at most */
 
 #define ARP_LEN		28
@@ -90,6 +91,7 @@ static void	 usage(void);
 static void	 die(int, int, const char *, ...)
 		    __attribute__((format(printf, 3, 4), noreturn));
 static int	 errno_status(int);
+static uint64_t	 opt_duration(int, const char *, int);
 static void	 parse_vip(const char *, int, struct vip *);
 static void	 parse_iface(const char *, struct iface *);
 static const char *fmt_mac(const unsigned char *, char *, size_t);
@@ -142,6 +144,26 @@ usage(void)
 	    "       vipctl check [-T timeout] address dev interface\n"
 	    "       vipctl show [dev interface]\n");
 	exit(EXIT_USAGE);
+}
+
+/*
+ * A duration option (-i, -r, -T) in microseconds, or the usage exit.  At
+ * most 1h: longer is no use for an announcement or a probe, and keeps the
+ * millisecond timeouts given to poll(2) within an int.
+ */
+static uint64_t
+opt_duration(int ch, const char *arg, int zero_ok)
+{
+	const char	*e;
+	uint64_t	 us;
+
+	if ((e = parse_duration(arg, &us)) != NULL)
+		errx(EXIT_USAGE, "-%c %s: %s", ch, arg, e);
+	if (us == 0 && !zero_ok)
+		errx(EXIT_USAGE, "-%c %s: zero", ch, arg);
+	if (us > VIP_MAX_US)
+		errx(EXIT_USAGE, "-%c %s: longer than 1h", ch, arg);
+	return us;
 }
 
 /* The exit status that tells a script what kind of failure errno was. */
@@ -946,8 +968,7 @@ cmd_add(int argc, char **argv)
 				errx(EXIT_USAGE, "-d %s: %s", optarg, e);
 			break;
 		case 'i':
-			if ((e = parse_duration(optarg, &a.interval)) != NULL)
-				errx(EXIT_USAGE, "-i %s: %s", optarg, e);
+			a.interval = opt_duration(ch, optarg, 1);
 			if (a.interval == 0)
 				a.interval = 1;
 			break;
@@ -961,14 +982,10 @@ cmd_add(int argc, char **argv)
 			a.left = (int)n;
 			break;
 		case 'r':
-			if ((e = parse_duration(optarg, &a.refresh)) != NULL ||
-			    (e = a.refresh == 0 ? "zero" : NULL) != NULL)
-				errx(EXIT_USAGE, "-r %s: %s", optarg, e);
+			a.refresh = opt_duration(ch, optarg, 0);
 			break;
 		case 'T':
-			if ((e = parse_duration(optarg, &timeout)) != NULL ||
-			    (e = timeout == 0 ? "zero" : NULL) != NULL)
-				errx(EXIT_USAGE, "-T %s: %s", optarg, e);
+			timeout = opt_duration(ch, optarg, 0);
 			break;
 		case 'x':
 			xflag = 1;
@@ -1099,16 +1116,13 @@ cmd_check(int argc, char **argv)
 	struct iface	 ifc;
 	unsigned char	 mac[ETH_ALEN_];
 	char		 macbuf[32];
-	const char	*e;
 	uint64_t	 timeout = VIP_TIMEOUT_US;
 	int		 ch, r;
 
 	while ((ch = getopt(argc, argv, "+T:")) != -1) {
 		switch (ch) {
 		case 'T':
-			if ((e = parse_duration(optarg, &timeout)) != NULL ||
-			    (e = timeout == 0 ? "zero" : NULL) != NULL)
-				errx(EXIT_USAGE, "-T %s: %s", optarg, e);
+			timeout = opt_duration(ch, optarg, 0);
 			break;
 		default:
 			usage();

@@ -932,7 +932,9 @@ link_event_cb(struct bufferevent *bev, short what, void *arg)
 
 /*
  * The stream ended: e is 0 for an end of file, else the error.  A clean
- * end has been seen by now (a final message, or our own close).
+ * end has been seen by now (a final message, or our own close).  An end
+ * of file between messages is the peer closing without one (a program
+ * that stopped, or crashed): only one inside a message is a truncation.
  */
 static void
 link_ended(struct link *l, int e)
@@ -953,8 +955,8 @@ link_ended(struct link *l, int e)
 		link_fail(l, "stream truncated: the connection from "
 		    "%s ended inside a message", l->addr);
 	else
-		link_fail(l, "stream truncated: the connection from "
-		    "%s ended without a final message", l->addr);
+		link_fail(l, "peer closed the connection without a final "
+		    "message (peer %s)", l->addr);
 }
 
 /*

@@ -167,7 +167,10 @@ read_full(FILE *fp, void *buf, size_t len)
 /*
  * save_read: check the whole file, then, if cb is not NULL, read it again
  * and hand each record to cb.  Returns NULL, or a message naming what is
- * wrong.  Records must lie within the device the header names.
+ * wrong, with errno set to 0 if the content is wrong and left as the failed
+ * system call set it otherwise (a missing or unreadable file), so that a
+ * tool can tell bad input from a system error.  Records must lie within
+ * the device the header names.
  */
 const char *
 save_read(const char *path, struct save_header *h, uint64_t *nrec,
@@ -184,33 +187,48 @@ save_read(const char *path, struct save_header *h, uint64_t *nrec,
 	uint64_t			 pos, off, records = 0, bytes = 0;
 	uint64_t			 nchecked = 0;
 	uint32_t			 len;
-	int				 pass;
+	int				 pass, serr;
 
+	/* BAD: the content is wrong; SYSBAD: a system call failed */
 #define BAD(...) do {						\
+	serr = 0;						\
 	snprintf(msg, sizeof(msg), __VA_ARGS__);		\
 	goto fail;						\
 } while (0)
+#define SYSBAD(...) do {					\
+	serr = errno;						\
+	snprintf(msg, sizeof(msg), __VA_ARGS__);		\
+	goto fail;						\
+} while (0)
+	/* a short read: an I/O error, or the file shrank under us */
+#define READBAD() do {						\
+	if (ferror(fp))						\
+		SYSBAD("%s: read error: %s", path, strerror(errno)); \
+	BAD("%s: read error", path);				\
+} while (0)
 
 	if ((fp = fopen(path, "r")) == NULL) {
-		snprintf(msg, sizeof(msg), "%s: %s", path, strerror(errno));
+		serr = errno;
+		snprintf(msg, sizeof(msg), "%s: %s", path, strerror(serr));
+		errno = serr;
 		return msg;
 	}
 	if (fstat(fileno(fp), &st) == -1)
-		BAD("%s: %s", path, strerror(errno));
+		SYSBAD("%s: %s", path, strerror(errno));
 	if ((uint64_t)st.st_size < SAVE_HDR_SIZE + SAVE_TRAILER_SIZE)
 		BAD("%s: not a save file (too short: %lld bytes)", path,
 		    (long long)st.st_size);
 	if ((buf = malloc(SAVE_REC_MAX)) == NULL)
-		BAD("%s: %s", path, strerror(errno));
+		SYSBAD("%s: %s", path, strerror(errno));
 	/* records are at least SAVE_REC_HDR_SIZE bytes: this bounds them */
 	if (cb != NULL && (sums = malloc(((uint64_t)st.st_size /
 	    SAVE_REC_HDR_SIZE + 1) * RECSUM)) == NULL)
-		BAD("%s: %s", path, strerror(errno));
+		SYSBAD("%s: %s", path, strerror(errno));
 	for (pass = 0; pass < (cb != NULL ? 2 : 1); pass++) {
 		rewind(fp);
 		crypto_generichash_init(&hs, NULL, 0, sizeof(sum));
 		if (read_full(fp, hdr, sizeof(hdr)) == -1)
-			BAD("%s: read error", path);
+			READBAD();
 		if (memcmp(hdr, save_magic, 8) != 0)
 			BAD("%s: not a save file (bad magic)", path);
 		if (get_be32(hdr + 8) != SAVE_VERSION)
@@ -232,7 +250,7 @@ save_read(const char *path, struct save_header *h, uint64_t *nrec,
 				BAD("%s: truncated record at byte %llu", path,
 				    (unsigned long long)pos);
 			if (read_full(fp, rec, sizeof(rec)) == -1)
-				BAD("%s: read error", path);
+				READBAD();
 			off = get_be64(rec);
 			len = get_be32(rec + 8);
 			if (len > SAVE_REC_MAX || get_be32(rec + 12) != 0)
@@ -247,7 +265,7 @@ save_read(const char *path, struct save_header *h, uint64_t *nrec,
 				    "of the device", path,
 				    (unsigned long long)pos);
 			if (read_full(fp, buf, len) == -1)
-				BAD("%s: read error", path);
+				READBAD();
 			crypto_generichash_update(&hs, rec, sizeof(rec));
 			crypto_generichash_update(&hs, buf, len);
 			if (cb != NULL) {
@@ -274,7 +292,7 @@ save_read(const char *path, struct save_header *h, uint64_t *nrec,
 		if (pos + SAVE_TRAILER_SIZE != (uint64_t)st.st_size)
 			BAD("%s: truncated (no trailer)", path);
 		if (read_full(fp, tr, sizeof(tr)) == -1)
-			BAD("%s: read error", path);
+			READBAD();
 		if (memcmp(tr, save_tmagic, 8) != 0)
 			BAD("%s: truncated or damaged (bad trailer)", path);
 		if (get_be64(tr + 8) != records || get_be64(tr + 16) != bytes)
@@ -299,6 +317,9 @@ fail:
 	free(sums);
 	free(buf);
 	fclose(fp);
+	errno = serr;
 	return msg;
+#undef READBAD
+#undef SYSBAD
 #undef BAD
 }

@@ -38,6 +38,11 @@ send() {	# send NAME [ARG...]: hbsend as node b to port $P
 	[ "$stderr" = "hbwatch: -w: the warntime must be between the interval and the deadtime" ]
 	run -100 --separate-stderr hbwatch -k "$KEY" -D 100ms -l udp:127.0.0.1:$P b
 	[ "$stderr" = "hbwatch: -D: the deadtime must be longer than the interval" ]
+	# more than 1h: now + deadtime could wrap, and every peer died at once
+	run -100 --separate-stderr timeout 5 hbwatch -k "$KEY" -D 5124095576h -I 5124095576h -l udp:127.0.0.1:$P b
+	[ "$stderr" = "hbwatch: -D 5124095576h: longer than 1h" ]
+	run -100 --separate-stderr timeout 5 hbwatch -k "$KEY" -D 2s -I 61m -l udp:127.0.0.1:$P b
+	[ "$stderr" = "hbwatch: -I 61m: longer than 1h" ]
 	run -100 --separate-stderr hbwatch -k "$KEY" -n a -l udp:127.0.0.1:$P a
 	[ "$stderr" = "hbwatch: a: named twice (this node is a)" ]
 	chmod 644 "$KEY"

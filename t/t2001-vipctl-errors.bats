@@ -42,6 +42,25 @@ needs_net() {
 	[ "$stderr" = "vipctl: -T 0: zero" ]
 }
 
+@test "a duration longer than 1h is named and exits 100" {
+	# nosuchif0 does not exist: without the check this would exit 2
+	run -100 --separate-stderr vipctl add -i 99h 198.18.0.50/24 dev nosuchif0
+	[ "$stderr" = "vipctl: -i 99h: longer than 1h" ] && [ -z "$output" ]
+	run -100 --separate-stderr vipctl add -r 3601s 198.18.0.50/24 dev nosuchif0
+	[ "$stderr" = "vipctl: -r 3601s: longer than 1h" ]
+	run -100 --separate-stderr vipctl add --check -T 2h 198.18.0.50/24 dev nosuchif0
+	[ "$stderr" = "vipctl: -T 2h: longer than 1h" ]
+	run -100 --separate-stderr vipctl check -T 5000000000h 198.18.0.50 dev nosuchif0
+	[ "$stderr" = "vipctl: -T 5000000000h: longer than 1h" ]
+	run -100 --separate-stderr vipctl add -i 99999999999999999999h 198.18.0.50/24 dev nosuchif0
+	[ "$stderr" = "vipctl: -i 99999999999999999999h: too large" ]
+	# 1h itself is accepted: vipctl goes on to look for the interface
+	run -2 --separate-stderr vipctl add -i 1h -r 1h -T 1h 198.18.0.50/24 dev nosuchif0
+	[ "$stderr" = "vipctl: no such interface: nosuchif0" ]
+	run -2 --separate-stderr vipctl check -T 60m 198.18.0.50 dev nosuchif0
+	[ "$stderr" = "vipctl: no such interface: nosuchif0" ]
+}
+
 @test "a bad address or prefix is named and exits 100" {
 	run -100 --separate-stderr vipctl add 198.18.0.500/24 dev eth0
 	[ "$stderr" = "vipctl: bad address: 198.18.0.500/24" ] && [ -z "$output" ]

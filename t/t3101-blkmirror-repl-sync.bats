@@ -26,6 +26,12 @@ teardown() {
 	[ "$output" = 0 ]
 	[ "$(cl_status c epochs_applied)" -gt 1 ]
 	cl_stop a
+	# a's SIGTERM is a clean close for b and c, not a truncated stream
+	for n in b c; do
+		wait_for 5 grep -Eqx "blkmirror: peer a: disconnected: peer closed the connection without a final message \(peer 127\.0\.0\.1:[0-9]+\)" \
+		    "$BATS_TEST_TMPDIR/bm$n.err" || return 1
+		! grep -q "stream truncated" "$BATS_TEST_TMPDIR/bm$n.err" || return 1
+	done
 	cl_stop b
 	cl_stop c
 	[ "$(cl_sum a)" = "$(cl_sum b)" ]

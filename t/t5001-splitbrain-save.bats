@@ -72,6 +72,24 @@ setup() {
 	[ "$stderr" = "splitbrain: $d/small: 1048576 bytes, smaller than the saved device (4194304 bytes)" ]
 }
 
+@test "a missing or unreadable save file is a system error (111), a bad one bad input (100)" {
+	run -111 --separate-stderr splitbrain show "$d/none.save"
+	[ "$stderr" = "splitbrain: $d/none.save: No such file or directory" ]
+	[ "$output" = "" ]
+	cp "$d/winner" "$d/target"
+	run -111 --separate-stderr splitbrain restore "$d/none.save" "$d/target"
+	[ "$stderr" = "splitbrain: $d/none.save: No such file or directory" ]
+	mkdir "$d/dir.save"
+	run -111 --separate-stderr splitbrain show "$d/dir.save"
+	[ "$stderr" = "splitbrain: $d/dir.save: read error: Is a directory" ]
+	head -c 200 /dev/zero >"$d/zero.save"
+	run -100 --separate-stderr splitbrain show "$d/zero.save"
+	[ "$stderr" = "splitbrain: $d/zero.save: not a save file (bad magic)" ]
+	run -100 --separate-stderr splitbrain restore "$d/zero.save" "$d/target"
+	[ "$stderr" = "splitbrain: $d/zero.save: not a save file (bad magic)" ]
+	cmp "$d/winner" "$d/target"
+}
+
 @test "usage" {
 	run -100 --separate-stderr splitbrain frobnicate
 	[ "${stderr_lines[0]}" = "usage: splitbrain [verdict] node-a node-b" ]

@@ -124,7 +124,10 @@ diverge() {
 }
 
 @test "a save that fails overwrites nothing: still split brain, then resolved" {
+	# blkmirror refuses a missing -B directory at start: remove it after
+	mkdir "$C/saves"
 	diverge -B "$C/saves"
+	rmdir "$C/saves"
 	run -0 splitbrain resolve -c "$C/a/ctl.sock" --discard b
 	sb_wait_event b "split-brain-error peer=a reason=\"saving: $C/saves/b-splitbrain-"
 	[ "$(cl_status b peer.a.state)" = split-brain ]

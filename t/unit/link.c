@@ -740,15 +740,15 @@ test_frames(void)
 
 	r = relay_pair(R_TRUNC, 4, 0, 0);
 	five();
-	is_str(se.reason, "stream truncated: the connection from " ADDR
-	    " ended without a final message", "truncation between messages");
+	is_str(se.reason, "peer closed the connection without a final "
+	    "message (peer " ADDR ")", "truncation between messages");
 	ok(se.nmsg == 4 && se.bad == 0, "truncation: 4 arrived");
 	relay_free(r);
 
 	r = relay_pair(R_TRUNC, 5, 0, 0);
 	five();
-	is_str(se.reason, "stream truncated: the connection from " ADDR
-	    " ended without a final message", "final message cut off");
+	is_str(se.reason, "peer closed the connection without a final "
+	    "message (peer " ADDR ")", "final message cut off");
 	ok(se.nmsg == 5 && se.bad == 0, "final cut off: 5 arrived");
 	relay_free(r);
 

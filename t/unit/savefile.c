@@ -2,6 +2,7 @@
 /* Unit tests for lib/savefile.c: round trip, and every kind of damage. */
 #include <sys/stat.h>
 
+#include <errno.h>
 #include <fcntl.h>
 #include <stdlib.h>
 #include <string.h>
@@ -92,7 +93,7 @@ main(void)
 	uint64_t		 nrec, nbytes, want = 0;
 	const char		*e;
 	struct stat		 st;
-	int			 i;
+	int			 i, serr;
 
 	if (mkdtemp(dir) == NULL)
 		fatal("mkdtemp");
@@ -138,7 +139,9 @@ main(void)
 	make(path, 3);
 	patch(path, 0, 'X');
 	e = save_read(path, &h, NULL, NULL, NULL, NULL);
+	serr = errno;
 	ok(e != NULL && strstr(e, "bad magic"), "bad magic: %s", e);
+	ok(serr == 0, "bad content sets errno to 0");
 
 	make(path, 3);
 	patch(path, 11, 9);
@@ -173,7 +176,9 @@ main(void)
 
 	snprintf(path, sizeof(path), "%s/none", dir);
 	e = save_read(path, &h, NULL, NULL, NULL, NULL);
+	serr = errno;
 	ok(e != NULL && strstr(e, "No such file"), "missing file: %s", e);
+	ok(serr == ENOENT, "a missing file leaves errno ENOENT");
 
 	snprintf(path, sizeof(path), "%s/save", dir);
 	unlink(path);
