@@ -675,10 +675,10 @@ blocked(struct nbd_req *r)
 static void
 lat_note(struct nbd_req *r)
 {
-	uint64_t	lat = now_usec() - r->t0, step;
+	uint64_t	now = now_usec(), lat = now - r->t0, step;
 
 	lathist_add(&wlat_hist, lat);
-	wlat_last = now_usec();
+	wlat_last = now;
 	if (wlat_n++ == 0) {
 		wlat_ewma = lat;
 		wlat_p99 = lat << 8;

@@ -635,7 +635,8 @@ struct rsjob {
 	uint64_t	 rate, tokens, tok_t, moved, differ, errors;
 	uint64_t	 base_p99, t0, last_tick, last_probe;
 	uint64_t	 last_print;
-	struct lathist	 hist, win;	/* the last reading; the window */
+	struct lathist	 hist, win0;	/* the last reading; at the window's
+					   start */
 	int		 win_ticks, have_hist;
 	int		 idle;		/* nobody wrote last tick: full speed */
 	int		 probing;	/* 1 paused, 2 paused and measuring */
@@ -887,15 +888,15 @@ latency(struct rsjob *j, struct lathist *h)
 static void
 win_reset(struct rsjob *j)
 {
-	memset(&j->win, 0, sizeof(j->win));
+	j->win0 = j->hist;
 	j->win_ticks = 0;
 }
 
+/* The window w of n writes is over: a baseline, or a new rate. */
 static void
-window_end(struct rsjob *j)
+window_end(struct rsjob *j, const struct lathist *w, uint64_t n)
 {
-	uint64_t	n = lathist_count(&j->win);
-	uint64_t	p99 = lathist_quantile(&j->win, 99);
+	uint64_t	p99 = lathist_quantile(w, 99);
 	char		r[32];
 
 	if (j->probing == 2) {
@@ -928,7 +929,7 @@ tick(struct rsjob *j)
 	struct kv	 kv[K_N];
 	struct lathist	 h, d;
 	uint64_t	 now = now_usec(), n, quiet;
-	int		 i, first;
+	int		 first;
 
 	/* at full speed, look more often for an application that starts */
 	if (now - j->last_tick < (j->idle ? RS_TICK_USEC / 4 : RS_TICK_USEC))
@@ -972,11 +973,10 @@ tick(struct rsjob *j)
 			win_reset(j);
 			return;
 		}
-		for (i = 0; i < LATHIST_N; i++)
-			j->win.n[i] += d.n[i];
-		if (lathist_count(&j->win) >= RS_WIN_WRITES ||
-		    ++j->win_ticks >= RS_WIN_TICKS)
-			window_end(j);
+		lathist_sub(&d, &j->hist, &j->win0);	/* the window */
+		n = lathist_count(&d);
+		if (n >= RS_WIN_WRITES || ++j->win_ticks >= RS_WIN_TICKS)
+			window_end(j, &d, n);
 	}
 	if (j->rate < RS_RATE_MIN)
 		j->rate = RS_RATE_MIN;
