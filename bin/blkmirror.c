@@ -110,9 +110,6 @@ struct peer {
 	char			 last_error[256];
 	/* resync (see "resync" below) */
 	int			 bm_sent, bm_got;	/* bitmap exchange */
-	int			 incons_stale;	/* RS_DONE sent: its STATEs
-						   until a consistent one
-						   are from before */
 	int			 al_done;	/* our crash's AL sent to it */
 	int			 rs_full, peer_empty;
 	unsigned int		 rs_inflight;
@@ -1028,12 +1025,22 @@ my_flags(struct peer *to)
 	if (crashed)
 		f |= REPL_F_CRASHED;
 	/*
-	 * The repairer (see repair_begin) made our data inconsistent with
-	 * its own resync: to it that is no news, and it must not take it
-	 * for a resync from elsewhere (see incons_check).
+	 * Our data inconsistent is no news to our resync source (to->st
+	 * PS_SYNC_TARGET: its own resync made it so, or it became our
+	 * source for it) nor to the repairer (see repair_begin), and
+	 * neither may take it for a resync from elsewhere (see
+	 * incons_check): a STATE that said so could cross the source's
+	 * RS_DONE, and a primary would close the link and compare again.
+	 * The HELLO, sent before we know what the peer is to us, says it
+	 * to each (gi_decide needs it); the STATE we send once its HELLO
+	 * came takes it back from a source.  A peer becomes or stops being
+	 * our source only in on_hello, sb_committed, rs_done_target or
+	 * peer_down, each of which ends with peer_flags_changed: from then
+	 * on it learns, like any peer, when a resync from elsewhere makes
+	 * us inconsistent.
 	 */
 	if (!(m->flags & META_F_CONSISTENT) && dl_state == DL_NORMAL &&
-	    to != repairer)
+	    to != repairer && to->st != PS_SYNC_TARGET)
 		f |= REPL_F_INCONSISTENT;
 	TAILQ_FOREACH(p, &peers, entry)
 		if (p != to && p->link != NULL && p->hello &&
@@ -2741,7 +2748,6 @@ rs_hello(struct peer *p, const struct gi_decision *d)
 	uint64_t	off;
 
 	p->bm_sent = p->bm_got = 0;
-	p->incons_stale = 0;
 	p->rs_full = d->full;
 	if (p->st != PS_NEEDS_RESYNC && p->st != PS_SYNC_TARGET &&
 	    p->st != PS_SPLIT)
@@ -2898,8 +2904,12 @@ rs_check(struct peer *p)
 	    m->gi_current, h)) == -1)
 		return;
 	p->st = PS_UPTODATE;
-	p->flags &= ~REPL_F_INCONSISTENT;	/* its STATE is on the way */
-	p->incons_stale = 1;
+	/*
+	 * Its HELLO may have said inconsistent (an unfinished resync): the
+	 * STATE that takes that back (see my_flags) follows its bitmap, so
+	 * it can come after this.  Its STATEs since never say so to us.
+	 */
+	p->flags &= ~REPL_F_INCONSISTENT;
 	mp->bitmap_gi = 0;
 	bm_gen++;
 	meta_commit();
@@ -4254,15 +4264,6 @@ on_message(struct link *l, unsigned type, const void *buf, size_t len)
 	case REPL_STATE:
 		if (repl_state_dec(buf, len, &fl) == -1)
 			goto bad;
-		/*
-		 * Our resync into it made it inconsistent: a STATE that says
-		 * so may cross our RS_DONE.  Its first consistent STATE after
-		 * that ends the doubt.
-		 */
-		if (p->incons_stale && (fl & REPL_F_INCONSISTENT))
-			fl &= ~REPL_F_INCONSISTENT;
-		else if (p->incons_stale)
-			p->incons_stale = 0;
 		if ((fl ^ p->flags) & REPL_F_PRIMARY)
 			emit("peer-role", "peer=%s role=%s", p->name,
 			    fl & REPL_F_PRIMARY ? "primary" : "secondary");
