@@ -1788,12 +1788,16 @@ rjob_put(struct rjob *rj)
  * extent made written, zeroes through fallocate), and the device's write
  * cache flushed, so that the ranges are on stable storage, on a file
  * system as on a block device.  sync_file_range alone would not do: it
- * neither waits for the device, commits metadata nor flushes the cache.  The ranges wait in rstgt: a
- * write is added after it is done and before it is acknowledged, and
+ * neither waits for the device, commits metadata nor flushes the cache.
+ * (One fsync serves all the ranges only where metadata and cache are the
+ * inode's and the device's: a block device, ext4, XFS, btrfs; elsewhere,
+ * overlayfs or NFS, each range gets its own.)  The ranges wait in rstgt:
+ * a write is added after it is done and before it is acknowledged, and
  * RS_FLUSH takes them all when it starts, so that it covers every
  * RS_DATA acknowledged before it came.  Too many ranges, a kernel
  * without io_uring or a store that refuses sync_file_range, and RS_FLUSH
- * syncs the whole store instead.
+ * syncs the whole store instead.  A flush that failed makes the source
+ * move its ranges again: the next one could not tell.
  * The resync's jobs run in their own I/O threads (rsioq), so that the
  * application's writes, when they cannot be done in the loop, never wait
  * behind the resync's write-back.
@@ -3282,15 +3286,25 @@ rs_message(struct peer *p, unsigned type, const void *buf, size_t len)
 			return -1;
 		if (p->rs_flushing && id == p->rs_flush_id) {
 			p->rs_flushing = 0;
-			if (e != 0)
-				log_warnx("peer %s: resync flush: %s",
-				    p->name, strerror(e));
-			else {
-				unfl_drop(p, p->unfl_at_flush);
-				m->peer[p->slot].bm_dirty = 1;
-				bm_gen++;
-				meta_commit();
+			/*
+			 * A failed flush: what it covered may never reach the
+			 * disk, and the next one cannot tell (the target took
+			 * its ranges, the kernel reports a write-back error
+			 * once).  Those blocks are out of sync again and move
+			 * again.
+			 */
+			if (e != 0) {
+				log_warnx("peer %s: resync flush: %s; its %zu "
+				    "ranges are out of sync again", p->name,
+				    strerror(e), p->unfl_at_flush);
+				for (n = 0; n < p->unfl_at_flush; n++)
+					mark_oos(p, p->unfl[n].off,
+					    p->unfl[n].len);
 			}
+			unfl_drop(p, p->unfl_at_flush);
+			m->peer[p->slot].bm_dirty = 1;
+			bm_gen++;
+			meta_commit();
 			rs_check(p);
 			rs_release();	/* those held by RS_UNFL_MAX */
 			return 0;
