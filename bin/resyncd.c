@@ -1149,7 +1149,7 @@ resync_peer(struct rsjob *j, int wait_connect)
 		/* nothing left to ask: the last flush, then in sync */
 		if (pass(j) == 0) {
 			usleep(nap);
-			nap = nap < 20000 ? nap * 2 : nap;
+			nap = nap * 2 < 20000 ? nap * 2 : 20000;
 		} else
 			nap = 1000;
 	}
@@ -1175,6 +1175,7 @@ verify_peer(struct rsjob *j)
 		return EXIT_NO;
 	}
 	j->remaining = size;
+	tick(j);	/* the first: is anybody writing? */
 	for (off = 0; off < size; off += len) {
 		len = size - off < (1 << 20) ? size - off : (1 << 20);
 		len -= len % 4096;
