@@ -3440,28 +3440,29 @@ rs_command(struct ctlc *c, char *line)
 		return;
 	}
 	if (p->link == NULL || !p->hello) {
-		evbuffer_add_printf(out, "error: %s %s: not connected\n", w[0],
-		    p->name);
+		evbuffer_add_printf(out, "error: %s %s %llu %llu: not "
+		    "connected\n", w[0], p->name, off, len);
 		return;
 	}
 	if (!((p->st == PS_NEEDS_RESYNC && p->bm_sent && p->bm_got) ||
 	    (p->st == PS_UPTODATE && !(p->flags & REPL_F_PRIMARY)))) {
-		evbuffer_add_printf(out, "error: %s %s: this node is not its "
-		    "sync source (peer state %s%s)\n", w[0], p->name,
-		    pstate_names[p->st], p->st == PS_NEEDS_RESYNC ?
+		evbuffer_add_printf(out, "error: %s %s %llu %llu: this node is "
+		    "not its sync source (peer state %s%s)\n", w[0], p->name,
+		    off, len, pstate_names[p->st], p->st == PS_NEEDS_RESYNC ?
 		    ", bitmaps not yet exchanged" : "");
 		return;
 	}
 	TAILQ_FOREACH(o, &peers, entry)
 		if (!primary && o->link != NULL && o->hello &&
 		    (o->flags & REPL_F_PRIMARY)) {
-			evbuffer_add_printf(out, "error: %s %s: %s is primary "
-			    "and resyncs it\n", w[0], p->name, o->name);
+			evbuffer_add_printf(out, "error: %s %s %llu %llu: %s "
+			    "is primary and resyncs it\n", w[0], p->name, off,
+			    len, o->name);
 			return;
 		}
 	if (nrs >= RS_MAX) {
-		evbuffer_add_printf(out, "error: %s %s: %u requests under way "
-		    "already\n", w[0], p->name, nrs);
+		evbuffer_add_printf(out, "error: %s %s %llu %llu: %u requests "
+		    "under way already\n", w[0], p->name, off, len, nrs);
 		return;
 	}
 	if ((q = calloc(1, sizeof(*q))) == NULL)
@@ -4506,7 +4507,7 @@ sb_option(int ch, char *arg)
 			err(EXIT_USAGE, "-B %s", arg);
 		if (!S_ISDIR(st.st_mode))
 			errx(EXIT_USAGE, "-B %s: not a directory", arg);
-		if (access(arg, W_OK | X_OK) == -1)
+		if (faccessat(AT_FDCWD, arg, W_OK | X_OK, AT_EACCESS) == -1)
 			err(EXIT_USAGE, "-B %s: not writable", arg);
 		sbdir = arg;
 		return;

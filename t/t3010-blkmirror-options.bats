@@ -54,12 +54,20 @@ bm() {
 	bm -B "$D/disk"
 	[ "$stderr" = "blkmirror: -B $D/disk: not a directory" ]
 	mkdir "$D/ro"
-	# root writes anywhere but on a read-only mount; the mount dies with
-	# its private mount namespace
-	run -100 --separate-stderr unshare -m sh -c 'mount --bind -o ro "$1" "$1" &&
-	    exec timeout 5 blkmirror -k "$2/key" -B "$1" -m "$2/meta" -n a \
-	    -c "$2/ctl.sock" -l "$2/nbd.sock" "$2/disk"' sh "$D/ro" "$D"
-	[ "$stderr" = "blkmirror: -B $D/ro: not writable: Read-only file system" ]
+	if [ "$(id -u)" = 0 ]; then
+		# root writes anywhere but on a read-only mount; the mount
+		# dies with its private mount namespace
+		run -100 --separate-stderr unshare -m sh -c 'mount --bind -o ro "$1" "$1" &&
+		    exec timeout 5 blkmirror -k "$2/key" -B "$1" -m "$2/meta" \
+		    -n a -c "$2/ctl.sock" -l "$2/nbd.sock" "$2/disk"' sh \
+		    "$D/ro" "$D"
+		[ "$stderr" = "blkmirror: -B $D/ro: not writable: Read-only file system" ]
+	else
+		chmod 555 "$D/ro"
+		bm -B "$D/ro"
+		[ "$stderr" = "blkmirror: -B $D/ro: not writable: Permission denied" ]
+		chmod 755 "$D/ro"
+	fi
 	[ ! -e "$D/ctl.sock" ] && [ ! -e "$D/nbd.sock" ]
 	# a good one starts
 	blk_start -k "$D/key" -B "$D/ro"

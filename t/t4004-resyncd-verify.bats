@@ -55,13 +55,13 @@ teardown() {
 	[ "$stderr" = "sync: no peer zz" ]
 	# b is not a's sync source: a is primary
 	run -1 --separate-stderr cl_ctl b "sync a 0 4096"
-	[ "$stderr" = "sync a: this node is not its sync source (peer state uptodate)" ]
+	[ "$stderr" = "sync a 0 4096: this node is not its sync source (peer state uptodate)" ]
 	# c is secondary and connected to the primary, which resyncs b
 	run -1 --separate-stderr cl_ctl c "sync b 0 4096"
-	[ "$stderr" = "sync b: a is primary and resyncs it" ]
+	[ "$stderr" = "sync b 0 4096: a is primary and resyncs it" ]
 	cl_stop b
 	run -1 --separate-stderr cl_ctl a "sync b 0 4096"
-	[ "$stderr" = "sync b: not connected" ]
+	[ "$stderr" = "sync b 0 4096: not connected" ]
 	run -0 cl_ctl a "oos b"
 	[ "$output" = "" ]
 	run -1 --separate-stderr cl_ctl a "oos zz"
