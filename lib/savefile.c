@@ -215,6 +215,10 @@ save_read(const char *path, struct save_header *h, uint64_t *nrec,
 	}
 	if (fstat(fileno(fp), &st) == -1)
 		SYSBAD("%s: %s", path, strerror(errno));
+	if (S_ISDIR(st.st_mode)) {	/* whatever size it says it has */
+		errno = EISDIR;
+		SYSBAD("%s: read error: %s", path, strerror(errno));
+	}
 	if ((uint64_t)st.st_size < SAVE_HDR_SIZE + SAVE_TRAILER_SIZE)
 		BAD("%s: not a save file (too short: %lld bytes)", path,
 		    (long long)st.st_size);
