@@ -469,6 +469,57 @@ start_writeback(uint64_t off, uint64_t len)
 	(void)sync_file_range(devfd, off, len, SYNC_FILE_RANGE_WRITE);
 }
 
+/*
+ * Write-back errors of the store.  The kernel tells such an error to the
+ * first sync of the descriptor after it, and several parts of us sync
+ * the store: the application's FLUSH and FUA (a primary's, or a peer's
+ * on a secondary), the resync target's RS_FLUSH, the repair.  None may
+ * lose an error to another that synced first: an RS_FLUSH that took the
+ * error of a replicated write would leave the next FLUSH saying durable.
+ * So each counts the errors it was told of, and a sync that succeeded
+ * still fails while any of them saw an error it has not.  A new store
+ * (attach) starts with none.
+ */
+enum { WB_APP, WB_RS, WB_REPAIR, WB_N };
+static unsigned int	wb_errs, wb_seen[WB_N];	/* atomic: I/O threads */
+static int		wb_errno;
+
+/* A sync of the store for who ended with e (0 or an errno): the result. */
+static int
+store_synced(int who, int e)
+{
+	unsigned int	n;
+
+	if (e != 0) {
+		__atomic_store_n(&wb_errno, e, __ATOMIC_RELAXED);
+		n = __atomic_add_fetch(&wb_errs, 1, __ATOMIC_SEQ_CST);
+		__atomic_store_n(&wb_seen[who], n, __ATOMIC_SEQ_CST);
+		return e;
+	}
+	n = __atomic_load_n(&wb_errs, __ATOMIC_SEQ_CST);
+	if (__atomic_exchange_n(&wb_seen[who], n, __ATOMIC_SEQ_CST) != n)
+		return __atomic_load_n(&wb_errno, __ATOMIC_RELAXED);
+	return 0;
+}
+
+/* fdatasync of the store for who: 0 or an errno (see store_synced). */
+static int
+store_sync(int who)
+{
+	return store_synced(who, fdatasync(devfd) == -1 ? errno : 0);
+}
+
+/* A new store: the errors of the old one are not its own. */
+static void
+store_errors_forget(void)
+{
+	unsigned int	n = __atomic_load_n(&wb_errs, __ATOMIC_SEQ_CST);
+	int		i;
+
+	for (i = 0; i < WB_N; i++)
+		__atomic_store_n(&wb_seen[i], n, __ATOMIC_SEQ_CST);
+}
+
 /* One chunk of a WRITE, TRIM or WRITE_ZEROES: [cur, chunk_end). */
 static void
 work_write(struct ioq_job *j)
@@ -512,8 +563,8 @@ work_write(struct ioq_job *j)
 		break;
 	}
 	if (j->err == 0 && (r->flags & NBD_CMD_FLAG_FUA) &&
-	    chunk_end(r) == r->end && fdatasync(devfd) == -1)
-		j->err = errno;
+	    chunk_end(r) == r->end)
+		j->err = store_sync(WB_APP);
 	else if (j->err == 0 && r->wb)
 		start_writeback(r->cur, chunk_end(r) - r->cur);
 	/*
@@ -527,9 +578,8 @@ work_write(struct ioq_job *j)
 static void
 work_flush(struct ioq_job *j)
 {
-	if (fdatasync(devfd) == -1)
-		j->err = errno;
-	else if (job_req(j)->early_ok)
+	j->err = store_sync(WB_APP);
+	if (j->err == 0 && job_req(j)->early_ok)
 		j->quiet = nbd_req_reply_early(job_req(j));
 }
 
@@ -583,9 +633,7 @@ apply(int cmd, uint64_t off, uint64_t len, const unsigned char *p, int fua)
 			break;
 		return write_zeroes(off, len);
 	}
-	if (fua && fdatasync(devfd) == -1)
-		return errno;
-	return 0;
+	return fua ? store_sync(WB_APP) : 0;
 }
 
 /* --- the request path, in the loop --------------------------------- */
@@ -612,7 +660,8 @@ done_flush(struct ioq_job *j)
 	if (j->err != 0 && dl_io_failed(r, j->err))
 		j->err = 0;	/* the peers flushed */
 	r->local_done = 1;
-	r->lerr = j->err;
+	if (r->lerr == 0)	/* a sync peer's error may have come first */
+		r->lerr = j->err;
 	req_maybe_done(r);
 }
 
@@ -754,7 +803,8 @@ done_write(struct ioq_job *j)
 		return;
 	}
 	r->local_done = 1;
-	r->lerr = j->err;
+	if (r->lerr == 0)	/* a sync peer's error may have come first */
+		r->lerr = j->err;
 	req_maybe_done(r);
 }
 
@@ -1866,7 +1916,7 @@ rs_target_flush(void)
 	if (all || (e = fdatasync_ranges(devfd, r, n)) == -1)
 		e = fdatasync(devfd) == -1 ? errno : 0;
 	free(r);
-	return e;
+	return store_synced(WB_RS, e);
 }
 
 static void
@@ -1881,7 +1931,7 @@ work_rjob(struct ioq_job *j)
 	else if (rj->kind == RJ_RS_DATA)
 		j->err = rs_target_write(rj);
 	else if (rj->cmd == NBD_CMD_FLUSH)
-		j->err = fdatasync(devfd) == -1 ? errno : 0;
+		j->err = store_sync(WB_APP);
 	else {
 		j->err = apply(rj->cmd, rj->off, rj->len, rj->data,
 		    rj->flags & REPL_D_FUA);
@@ -2096,8 +2146,8 @@ journal_apply(uint64_t start, uint64_t end)
 			e = undo_sync(undo);
 	}
 	free(buf);
-	if (e == 0 && fdatasync(devfd) == -1)
-		e = errno;
+	if (e == 0)
+		e = store_sync(WB_APP);
 	if (e == 0 && meta_pwrite(jfd, zeroes, 8, 0) == -1)
 		e = errno;
 	return e;
@@ -2492,9 +2542,9 @@ repair_check(evutil_socket_t fd, short what, void *arg)
 	(void)arg;
 	if (repairer == NULL || rs_data_inflight > 0 || jb_done < repair_until)
 		return;
-	if (fdatasync(devfd) == -1) {
+	if ((e = store_sync(WB_REPAIR)) != 0) {
 		log_warnx("%s: %s: the repair stays under the undo journal",
-		    devpath, strerror(errno));
+		    devpath, strerror(e));
 		return;
 	}
 	m->flags |= st->flags & (META_F_CONSISTENT | META_F_UPTODATE);
@@ -3899,7 +3949,7 @@ dl_done_sync(struct ioq_job *j)
 static void
 dl_work_sync(struct ioq_job *j)
 {
-	j->err = fdatasync(devfd) == -1 ? errno : 0;
+	j->err = store_sync(WB_APP);
 }
 
 /* Every range pulled and written: sync the store, then we are whole. */
@@ -4215,6 +4265,7 @@ dl_attach(struct evbuffer *out, const char *path)
 	if (dup3(fd, devfd, O_CLOEXEC) == -1)
 		fatal("dup3");
 	close(fd);
+	store_errors_forget();
 	free(dl_device);
 	if ((dl_device = strdup(path)) == NULL)
 		fatal("strdup");

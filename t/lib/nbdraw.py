@@ -152,6 +152,20 @@ def main():
                     b"\xdd" * 4096 + bytes([i % 250 + 1]) * 4096)
             bad += d != want
         print("overlap", "ok" if bad == 0 else "%d wrong" % bad)
+    elif what == "write-noflush":
+        # One write at offset SIZE, then a clean disconnect: no FLUSH
+        # (qemu-io would send one when it closes).
+        s = go(hello(path))
+        request(s, 1, size, 4096, data=b"\x5a" * 4096)
+        print("write", reply(s))
+        request(s, 2, 0, 0)
+    elif what == "flush":
+        # A FLUSH even when this connection wrote nothing (qemu-io skips
+        # it then).
+        s = go(hello(path))
+        request(s, 3, 0, 0)
+        print("flush", reply(s))
+        request(s, 2, 0, 0)
     else:
         sys.exit("nbdraw.py: unknown scenario " + what)
 
