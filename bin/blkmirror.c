@@ -3451,6 +3451,24 @@ rs_oos(struct evbuffer *out, const char *name)
  * source (or in sync with it, to verify or repair), and no other primary
  * may be writing to it.
  */
+/*
+ * A request for [off, off + len) of p refused: the answer names the range,
+ * as every answer to a request does (resyncd counts what is in flight).
+ */
+static void __attribute__((format(printf, 6, 7)))
+rs_refuse(struct evbuffer *out, const char *cmd, struct peer *p,
+    unsigned long long off, unsigned long long len, const char *fmt, ...)
+{
+	va_list	ap;
+
+	evbuffer_add_printf(out, "error: %s %s %llu %llu: ", cmd, p->name, off,
+	    len);
+	va_start(ap, fmt);
+	evbuffer_add_vprintf(out, fmt, ap);
+	va_end(ap);
+	evbuffer_add(out, "\n", 1);
+}
+
 static void
 rs_command(struct ctlc *c, char *line)
 {
@@ -3490,29 +3508,27 @@ rs_command(struct ctlc *c, char *line)
 		return;
 	}
 	if (p->link == NULL || !p->hello) {
-		evbuffer_add_printf(out, "error: %s %s %llu %llu: not "
-		    "connected\n", w[0], p->name, off, len);
+		rs_refuse(out, w[0], p, off, len, "not connected");
 		return;
 	}
 	if (!((p->st == PS_NEEDS_RESYNC && p->bm_sent && p->bm_got) ||
 	    (p->st == PS_UPTODATE && !(p->flags & REPL_F_PRIMARY)))) {
-		evbuffer_add_printf(out, "error: %s %s %llu %llu: this node is "
-		    "not its sync source (peer state %s%s)\n", w[0], p->name,
-		    off, len, pstate_names[p->st], p->st == PS_NEEDS_RESYNC ?
-		    ", bitmaps not yet exchanged" : "");
+		rs_refuse(out, w[0], p, off, len, "this node is not its sync "
+		    "source (peer state %s%s)", pstate_names[p->st],
+		    p->st == PS_NEEDS_RESYNC ? ", bitmaps not yet exchanged" :
+		    "");
 		return;
 	}
 	TAILQ_FOREACH(o, &peers, entry)
 		if (!primary && o->link != NULL && o->hello &&
 		    (o->flags & REPL_F_PRIMARY)) {
-			evbuffer_add_printf(out, "error: %s %s %llu %llu: %s "
-			    "is primary and resyncs it\n", w[0], p->name, off,
-			    len, o->name);
+			rs_refuse(out, w[0], p, off, len, "%s is primary and "
+			    "resyncs it", o->name);
 			return;
 		}
 	if (nrs >= RS_MAX) {
-		evbuffer_add_printf(out, "error: %s %s %llu %llu: %u requests "
-		    "under way already\n", w[0], p->name, off, len, nrs);
+		rs_refuse(out, w[0], p, off, len, "%u requests under way "
+		    "already", nrs);
 		return;
 	}
 	if ((q = calloc(1, sizeof(*q))) == NULL)

@@ -25,9 +25,8 @@
 #include <sys/syscall.h>
 #include <sys/vfs.h>
 
-#include <linux/magic.h>
-
 #include <linux/io_uring.h>
+#include <linux/magic.h>
 
 #include <errno.h>
 #include <fcntl.h>
